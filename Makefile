@@ -1,0 +1,69 @@
+# rig. `make up`: install what is missing and run the whole service. `make test`: lint, types, tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN := .run
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg
+
+# `make up` defaults: one machine is control plane and ingest node (override any of them).
+export RIG_API_BIND ?= 127.0.0.1:8000
+export RIG_CONTROL_URL ?= http://$(RIG_API_BIND)
+export RIG_RTMP_PORT ?= 1935
+export RIG_INGEST_URL ?= rtmp://127.0.0.1:$(RIG_RTMP_PORT)/live
+export RIG_AGENT_LISTEN ?= 127.0.0.1:8091
+export RIG_NODE_TOKEN_FILE ?= $(RUN)/node.token
+
+# `make test` talks to the real Postgres and Redis at their default local addresses.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: help system-deps venv up test lint bench clean
+
+help:
+	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
+	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1"
+	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push)"
+
+system-deps:
+	@missing=""; \
+	command -v nginx >/dev/null || missing=1; \
+	command -v ffmpeg >/dev/null || missing=1; \
+	[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing=1; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing=1; \
+	if [ -n "$$missing" ]; then \
+		echo "installing $(APT_PACKAGES) python3-venv from Debian's packages"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(APT_PACKAGES) python3-venv >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+up: system-deps venv
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py node_create local --token-file $(RIG_NODE_TOKEN_FILE) \
+		--rtmp-url $(RIG_INGEST_URL) --agent-url http://$(RIG_AGENT_LISTEN)
+	$(BIN)/honcho -f deploy/Procfile -d . start
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: system-deps lint
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+
+bench: system-deps venv
+	$(BIN)/python -m bench.fanout
+
+clean:
+	rm -rf $(RUN) db.sqlite3

@@ -1,0 +1,1 @@
+"""Accounts: users, JWT login and refresh, password change."""

@@ -1,0 +1,104 @@
+"""Accounts endpoints of the rig v1 API (plus refresh and /accounts/me)."""
+
+import re
+
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from accounts import services
+from accounts.models import User
+from rig.api import StrictCharField, StrictInput, ok, parse
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Username(StrictCharField):
+    def __init__(self) -> None:
+        super().__init__(min_length=3, max_length=32)
+
+    def to_internal_value(self, data: object) -> str:
+        value = super().to_internal_value(data)
+        if not USERNAME_RE.match(value):
+            raise serializers.ValidationError(
+                "Use letters, digits, '.', '_' or '-', starting with a letter or digit."
+            )
+        return value
+
+
+class _Password(StrictCharField):
+    def __init__(self) -> None:
+        super().__init__(min_length=8, max_length=128, trim_whitespace=False)
+
+
+def _user_payload(user: User) -> dict[str, str]:
+    return {"userID": str(user.id), "username": user.username, "email": user.email}
+
+
+class _PublicEndpoint(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+
+
+class AccountCreateApi(_PublicEndpoint):
+    throttle_scope = "signup"
+
+    class InputSerializer(StrictInput):
+        username = _Username()
+        password = _Password()
+        email = serializers.EmailField(max_length=254)
+
+    def post(self, request: Request) -> Response:
+        data = parse(self.InputSerializer, request)
+        user = services.user_create(**data)
+        return ok("User created", _user_payload(user))
+
+
+class LoginApi(_PublicEndpoint):
+    throttle_scope = "login"
+
+    class InputSerializer(StrictInput):
+        username = StrictCharField(max_length=150)
+        password = StrictCharField(max_length=128, trim_whitespace=False)
+
+    def post(self, request: Request) -> Response:
+        data = parse(self.InputSerializer, request)
+        user, tokens = services.user_login(username=data["username"], password=data["password"])
+        return ok("Authentication successful", {"username": user.username, **tokens})
+
+
+class RefreshApi(_PublicEndpoint):
+    throttle_scope = "login"
+
+    class InputSerializer(StrictInput):
+        refreshToken = StrictCharField(max_length=4096)
+
+    def post(self, request: Request) -> Response:
+        data = parse(self.InputSerializer, request)
+        user, tokens = services.user_refresh(refresh_token=data["refreshToken"])
+        return ok("Token refreshed", {"username": user.username, **tokens})
+
+
+class PasswordChangeApi(APIView):
+    class InputSerializer(StrictInput):
+        oldPassword = _Password()
+        newPassword = _Password()
+
+    def post(self, request: Request) -> Response:
+        data = parse(self.InputSerializer, request)
+        user = request.user
+        assert isinstance(user, User)
+        tokens = services.user_password_change(
+            user=user, old_password=data["oldPassword"], new_password=data["newPassword"]
+        )
+        return ok("User password changed", {"username": user.username, **tokens})
+
+
+class MeApi(APIView):
+    def get(self, request: Request) -> Response:
+        assert isinstance(request.user, User)
+        return ok("User detail", _user_payload(request.user))

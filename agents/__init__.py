@@ -1,0 +1,1 @@
+"""Agents: ingest nodes, their tokens, the agent API and nginx-rtmp hooks; node code in node/."""

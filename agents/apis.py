@@ -1,0 +1,103 @@
+"""The agent API (node-token authenticated) and the nginx-rtmp hook endpoints."""
+
+import time
+from typing import Any
+
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from agents import selectors, services
+from agents.authentication import NodeTokenAuthentication
+from agents.models import IngestNode
+from rig.api import ApiError, ErrorCode, StrictCharField, StrictInput, not_found, ok, parse
+from streams import services as stream_services
+
+INGEST_APP = "live"
+
+
+def _node(request: Request) -> IngestNode:
+    assert isinstance(request.user, IngestNode)
+    return request.user
+
+
+class _NodeEndpoint(APIView):
+    authentication_classes = [NodeTokenAuthentication]
+
+
+class AgentConfigApi(_NodeEndpoint):
+    def get(self, request: Request, stream_key: str) -> Response:
+        return ok("Stream Config", selectors.agent_config_for_key(key=stream_key))
+
+
+class AgentStreamsApi(_NodeEndpoint):
+    def get(self, request: Request) -> Response:
+        return ok("Live streams for node", selectors.node_live_streams(node=_node(request)))
+
+
+class _RelayReport(serializers.Serializer):
+    destinationId = serializers.IntegerField(min_value=1, max_value=2**62)
+    state = serializers.ChoiceField(
+        choices=["starting", "live", "reconnecting", "failed", "stopped"]
+    )
+    bitrateKbps = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    fps = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    bytesSent = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
+    restarts = serializers.IntegerField(required=False, min_value=0, max_value=2**31)
+    since = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2**35)
+    lastError = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=2000
+    )
+    log = serializers.ListField(
+        child=serializers.CharField(max_length=2000, allow_blank=True, trim_whitespace=False),
+        required=False,
+        max_length=100,
+    )
+
+
+class _StreamReport(serializers.Serializer):
+    streamKey = StrictCharField(max_length=64)
+    relays = serializers.ListField(child=_RelayReport(), max_length=200)
+
+
+class AgentStatusApi(_NodeEndpoint):
+    class InputSerializer(StrictInput):
+        streams = serializers.ListField(child=_StreamReport(), max_length=2000)
+
+    def post(self, request: Request) -> Response:
+        data = parse(self.InputSerializer, request)
+        accepted = services.node_report(node=_node(request), streams=data["streams"])
+        return ok("Status recorded", {"relays": accepted})
+
+
+class PublishHookApi(APIView):
+    """nginx-rtmp's on_publish / on_update / on_publish_done. nginx cannot send headers, so the
+    node's token is in the path; a 2xx answer lets the publisher in (or keeps it), anything else
+    drops it."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes = [FormParser, JSONParser]
+
+    def post(self, request: Request, token: str, event: str) -> Response:
+        node = selectors.node_by_token(token=token)
+        if node is None:
+            raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
+        form: Any = request.data
+        key, client_id = str(form.get("name", "")), str(form.get("clientid", ""))[:32]
+        if form.get("app") != INGEST_APP and event != "publish_done":
+            raise not_found("Application")
+        started = time.perf_counter()
+        if event == "publish":
+            stream_services.publish_start(node=node, key=key, client_id=client_id)
+        elif event == "update":
+            stream_services.publish_update(node=node, key=key, client_id=client_id)
+        elif event == "publish_done":
+            stream_services.publish_end(node=node, key=key, client_id=client_id)
+        else:
+            raise not_found("Hook")
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        return ok("OK", {"event": event, "ms": elapsed_ms})

@@ -1,0 +1,43 @@
+"""Ingest nodes: an nginx-rtmp + agent pair that authenticates with its own token."""
+
+import hashlib
+import secrets
+
+from django.db import models
+
+TOKEN_PREFIX = "rign_"  # noqa: S105 - a prefix, not a secret: tells node tokens from JWTs
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_node_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+class IngestNode(models.Model):
+    name = models.SlugField(max_length=64, unique=True)
+    # sha256 of the token: the token itself is shown once and never stored.
+    token_hash = models.CharField(max_length=64, unique=True)
+    rtmp_url = models.CharField(max_length=255, help_text="Public ingest URL OBS connects to")
+    agent_url = models.CharField(max_length=255, blank=True, help_text="Where workers nudge it")
+    region = models.CharField(max_length=64, default="local")
+    hostname = models.CharField(max_length=255, blank=True)
+    capacity = models.PositiveIntegerField(default=100, help_text="Most relays it may run")
+    is_draining = models.BooleanField(default=False)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_authenticated(self) -> bool:  # lets DRF's IsAuthenticated accept a node
+        return True
+
+    def set_token(self, token: str) -> None:
+        self.token_hash = token_hash(token)

@@ -1,0 +1,57 @@
+"""Changes made by nodes: relay status reports."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import IngestNode
+from streams.models import Destination, Relay, Stream
+
+_RELAY_FIELDS = ["state", "bitrate_kbps", "fps", "bytes_sent", "restarts", "since", "last_error"]
+
+
+def _since(epoch: float | None) -> datetime | None:
+    return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
+
+
+@transaction.atomic
+def node_report(*, node: IngestNode, streams: list[dict[str, Any]]) -> int:
+    """Store what a node says about its relays; reports for streams it doesn't serve are ignored."""
+    IngestNode.objects.filter(pk=node.pk).update(last_seen_at=timezone.now())
+    keys = [report["streamKey"] for report in streams]
+    served = dict(
+        Stream.objects.filter(node=node, is_streaming=True, stream_key__in=keys).values_list(
+            "stream_key", "id"
+        )
+    )
+    owned = set(
+        Destination.objects.filter(stream_id__in=served.values()).values_list("id", "stream_id")
+    )
+    rows = []
+    for report in streams:
+        stream_id = served.get(report["streamKey"])
+        for relay in report["relays"]:
+            if (relay["destinationId"], stream_id) not in owned:
+                continue
+            rows.append(
+                Relay(
+                    destination_id=relay["destinationId"],
+                    state=relay["state"],
+                    bitrate_kbps=relay.get("bitrateKbps"),
+                    fps=relay.get("fps"),
+                    bytes_sent=relay.get("bytesSent", 0),
+                    restarts=relay.get("restarts", 0),
+                    since=_since(relay.get("since")),
+                    last_error=relay.get("lastError") or "",
+                    log=relay.get("log", []),
+                )
+            )
+    Relay.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["destination"],
+        update_fields=[*_RELAY_FIELDS, "log", "updated_at"],
+    )
+    return len(rows)

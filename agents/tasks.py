@@ -1,0 +1,30 @@
+"""Celery tasks for nodes. A nudge only asks the agent to reconcile now: it carries no state,
+so sending it twice, late, or out of order with other nudges is harmless."""
+
+import logging
+import urllib.error
+import urllib.request
+
+from celery import shared_task
+from django.conf import settings
+
+from agents.models import IngestNode
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    autoretry_for=(OSError,), retry_backoff=1, retry_backoff_max=8, max_retries=3, acks_late=True
+)
+def node_nudge(node_id: int) -> bool:
+    node = IngestNode.objects.filter(pk=node_id).first()
+    if node is None or not node.agent_url:
+        return False
+    request = urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
+        node.agent_url.rstrip("/") + "/reconcile",
+        method="POST",
+        data=b"{}",
+        headers={"Authorization": f"Bearer {node.token_hash}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=settings.RIG_NUDGE_TIMEOUT_S) as response:  # noqa: S310
+        return bool(200 <= response.status < 300)

@@ -1,0 +1,13 @@
+from agents import apis
+from rig.api import route
+
+urlpatterns = [
+    route(r"agents/config/(?P<stream_key>[^/]+)", apis.AgentConfigApi.as_view(), "agent-config"),
+    route(r"agents/streams", apis.AgentStreamsApi.as_view(), "agent-streams"),
+    route(r"agents/status", apis.AgentStatusApi.as_view(), "agent-status"),
+    route(
+        r"agents/hooks/(?P<token>[^/]+)/(?P<event>[a-z_]+)",
+        apis.PublishHookApi.as_view(),
+        "agent-hook",
+    ),
+]

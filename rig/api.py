@@ -1,0 +1,109 @@
+"""The rig API envelope: success bodies, the application error type, and strict input fields.
+
+Success: ``{"message", "payload"}`` with HTTP 200. Errors: ``{"message", "errorCode", "details"}``,
+produced in one place (rig.errors.exception_handler) from ``ApiError`` or DRF's exceptions.
+"""
+
+from enum import IntEnum
+from typing import Any
+
+from django.urls import URLPattern, re_path
+from rest_framework import serializers
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import BaseRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+
+class ErrorCode(IntEnum):
+    NOT_FOUND = 1000
+    METHOD_NOT_ALLOWED = 1001
+    UNSUPPORTED_MEDIA_TYPE = 1002
+    INVALID_CREDENTIALS = 1003
+    MISSING_INPUT = 1004
+    INVALID_INPUT = 1005
+    CREATE_FAILED = 1006
+    UPDATE_FAILED = 1007
+    FETCH_FAILED = 1008
+    IN_USE = 1009
+    # Extensions to the v1 list (new codes only, existing ones unchanged).
+    TOO_MANY_REQUESTS = 1010
+    LIMIT_REACHED = 1011
+
+
+class ApiError(Exception):
+    """An error a service raises; rendered as the error envelope by rig.errors."""
+
+    def __init__(
+        self, code: ErrorCode, message: str, status: int, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = details
+
+
+def not_found(what: str = "Resource") -> ApiError:
+    return ApiError(ErrorCode.NOT_FOUND, f"{what} not found", 404)
+
+
+def ok(message: str, payload: Any = None) -> Response:
+    return Response({"message": message, "payload": payload}, status=200)
+
+
+def route(pattern: str, view: Any, name: str) -> URLPattern:
+    """A route that matches with or without a trailing slash, so nothing is ever redirected."""
+    return re_path(rf"^{pattern}/?$", view, name=name)
+
+
+class JSONOnlyNegotiation(BaseContentNegotiation):
+    """Always answer JSON, whatever Accept says: the API has one representation."""
+
+    def select_parser(self, request: Request, parsers: Any) -> Any:
+        content_type = (request.content_type or "").split(";")[0].strip().lower()
+        for parser in parsers:
+            if parser.media_type == content_type:
+                return parser
+        return None
+
+    def select_renderer(
+        self, request: Request, renderers: Any, format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of quietly turning them into text."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON true/false; "yes", 1 and "true" are not booleans."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictInput(serializers.Serializer):
+    """Base for request bodies: the body must be an object and may not carry unknown fields."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+def parse(serializer_class: type[StrictInput], request: Request) -> dict[str, Any]:
+    """Validate a request body; errors become 1004/1005 in rig.errors."""
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)

@@ -1,0 +1,165 @@
+"""Settings for rig, read from the environment (see README "Configuration").
+
+Defaults make `make up` work on a fresh machine; production must set DEBUG=0 and a real
+SECRET_KEY, and the process refuses to start otherwise.
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from rig.env import database_from_url, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RUN_DIR = Path(env_str("RIG_RUN_DIR", str(BASE_DIR / ".run")))
+
+_DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - refused when DEBUG=0
+DEBUG = env_bool("DEBUG", True)
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0 (refusing the development key)")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "accounts",
+    "streams",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "rig.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "rig.urls"
+WSGI_APPLICATION = "rig.wsgi.application"
+APPEND_SLASH = False  # routes accept both forms themselves; a redirected POST loses its body
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": database_from_url(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if env_bool("RIG_CACHE_REDIS", False)
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 8},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = RUN_DIR / "static"
+
+# Bodies larger than this are refused with 413 before any parsing.
+RIG_MAX_BODY_BYTES = env_int("RIG_MAX_BODY_BYTES", 64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = RIG_MAX_BODY_BYTES
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.UserJWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "rig.api.JSONOnlyNegotiation",
+    "DEFAULT_METADATA_CLASS": None,
+    "EXCEPTION_HANDLER": "rig.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_RATES": {
+        "login": env_str("RIG_THROTTLE_LOGIN", "10/min"),
+        "signup": env_str("RIG_THROTTLE_SIGNUP", "5/min"),
+    },
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env_int("RIG_JWT_ACCESS_MINUTES", 60)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env_int("RIG_JWT_REFRESH_DAYS", 14)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "SIGNING_KEY": env_str("RIG_JWT_SIGNING_KEY", SECRET_KEY),
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "sub",
+}
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_TASK_ALWAYS_EAGER = env_bool("RIG_CELERY_EAGER", False)
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = env_str("RIG_CELERY_QUEUE", "rig")
+
+# Where OBS connects when no ingest node has been chosen yet (a node's own URL wins).
+RIG_INGEST_URL = env_str("RIG_INGEST_URL", "rtmp://127.0.0.1:1935/live")
+
+# Ingest bases of the supported platforms: settings so tests can point them at loopback.
+RIG_SERVICE_INGEST = {
+    "YouTube": env_str("RIG_YOUTUBE_INGEST", "rtmp://a.rtmp.youtube.com/live2"),
+    "Twitch": env_str("RIG_TWITCH_INGEST", "rtmp://live.twitch.tv/app"),
+    "Facebook": env_str("RIG_FACEBOOK_INGEST", "rtmps://live-api-s.facebook.com:443/rtmp"),
+}
+# Custom destinations pointing at loopback/private/link-local hosts (SSRF guard); dev allows.
+RIG_ALLOW_PRIVATE_DESTINATIONS = env_bool("RIG_ALLOW_PRIVATE_DESTINATIONS", DEBUG)
+RIG_MAX_DESTINATIONS_PER_STREAM = env_int("RIG_MAX_DESTINATIONS_PER_STREAM", 20)
+RIG_MAX_STREAMS_PER_USER = env_int("RIG_MAX_STREAMS_PER_USER", 50)
+# How long a worker waits for a node's agent to accept a nudge (the agent's poll is the backstop).
+RIG_NUDGE_TIMEOUT_S = float(env_int("RIG_NUDGE_TIMEOUT_MS", 2000)) / 1000
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("RIG_LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
+# A live session whose node has not confirmed its publisher (on_update) for this long may be
+# taken over by a new publish: nginx-rtmp calls on_update every RIG_UPDATE_INTERVAL_S.
+RIG_UPDATE_INTERVAL_S = env_int("RIG_UPDATE_INTERVAL_S", 5)
+RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 4 * RIG_UPDATE_INTERVAL_S)

@@ -1,0 +1,33 @@
+"""Routes: the v1 API at the root (as the seed defines it), admin, and a JSON 404 for the rest."""
+
+from typing import Any
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from rig.api import not_found
+
+
+class UnknownRouteApi(APIView):
+    """Every method on an unknown path is 1000/404, whatever the token (no auth probing)."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def http_method_not_allowed(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        raise not_found("Route")
+
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("accounts.urls")),
+    path("", include("streams.urls")),
+    path("", include("agents.urls")),
+    re_path(r"^.*$", UnknownRouteApi.as_view(), name="unknown-route"),
+]
+
+handler404 = "rig.errors.handler404"
+handler500 = "rig.errors.handler500"

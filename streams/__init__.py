@@ -1,0 +1,1 @@
+"""Streams: a user's ingest key, its destinations, publish state and relay status."""

@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from streams.models import Destination, Relay, Stream
+
+
+class DestinationInline(admin.TabularInline):
+    model = Destination
+    extra = 0
+    exclude = ["stream_key"]  # platform keys are secrets: not shown in list screens
+
+
+@admin.register(Stream)
+class StreamAdmin(admin.ModelAdmin):
+    list_display = ["id", "owner", "is_active", "is_streaming", "node", "created_at"]
+    list_filter = ["is_active", "is_streaming"]
+    search_fields = ["id", "owner__username"]
+    exclude = ["stream_key"]
+    inlines = [DestinationInline]
+
+
+@admin.register(Relay)
+class RelayAdmin(admin.ModelAdmin):
+    list_display = ["destination", "state", "bitrate_kbps", "restarts", "updated_at"]
+    list_filter = ["state"]

@@ -1,0 +1,155 @@
+"""Streams endpoints of the rig v1 API, plus stream/destination management extensions."""
+
+from typing import Any
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from rig.api import StrictBooleanField, StrictCharField, StrictInput, ok, parse
+from streams import selectors, services
+from streams.destinations import ingest_base, rtmp_url
+from streams.models import Destination, Service, Stream
+
+
+def destination_payload(destination: Destination) -> dict[str, Any]:
+    return {
+        "id": destination.pk,
+        "service": destination.service,
+        "streamKey": destination.stream_key,
+        "rtmpUrl": rtmp_url(destination.service, destination.stream_key, destination.server_url),
+        "isActive": destination.is_active,
+        "serverUrl": ingest_base(destination.service, destination.server_url),
+        "isMuted": destination.is_muted,
+    }
+
+
+def stream_payload(stream: Stream, destinations: list[Destination] | None) -> dict[str, Any]:
+    """The seed's stream shape; destinations/provisionStatus only where the seed shows them."""
+    server = stream.node.rtmp_url if stream.node else settings.RIG_INGEST_URL
+    return {
+        "id": str(stream.id),
+        "streamKey": stream.stream_key,
+        "destinations": [destination_payload(d) for d in destinations] if destinations else None,
+        "provisionStatus": (
+            selectors.provision_status(stream, destinations) if destinations is not None else None
+        ),
+        "isStreaming": stream.is_streaming,
+        "isActive": stream.is_active,
+        "ingestServer": server,
+        "ingestUrl": f"{server.rstrip('/')}/{stream.stream_key}",
+    }
+
+
+def _user(request: Request) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+class StreamListCreateApi(APIView):
+    def get(self, request: Request) -> Response:
+        streams = selectors.stream_list(user=_user(request)).select_related("node")
+        return ok("Stream list for user", [stream_payload(s, None) for s in streams])
+
+    def post(self, request: Request) -> Response:
+        stream = services.stream_create(user=_user(request))
+        return ok("New stream created", stream_payload(stream, None))
+
+
+class StreamDetailApi(APIView):
+    class UpdateSerializer(StrictInput):
+        isActive = StrictBooleanField()
+
+    def _detail(self, request: Request, stream_id: str) -> dict[str, Any]:
+        stream = selectors.stream_get_detailed(user=_user(request), stream_id=stream_id)
+        return stream_payload(stream, list(stream.destinations.all()))
+
+    def get(self, request: Request, stream_id: str) -> Response:
+        return ok("Stream detail", self._detail(request, stream_id))
+
+    def patch(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        data = parse(self.UpdateSerializer, request)
+        services.stream_update(stream=stream, is_active=data["isActive"])
+        return ok("Stream updated", self._detail(request, stream_id))
+
+    def delete(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        services.stream_delete(stream=stream)
+        return ok("Stream deleted", {"id": stream_id})
+
+
+class StreamChangeKeyApi(APIView):
+    def post(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = services.stream_key_rotate(stream=stream)
+        return ok("New stream key", {"key": stream.stream_key, "streamID": str(stream.id)})
+
+
+class _DestinationKey(StrictCharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=256, trim_whitespace=False, **kwargs)
+
+
+class _ServerUrl(StrictCharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=512, trim_whitespace=False, **kwargs)
+
+
+class DestinationAddApi(APIView):
+    class InputSerializer(StrictInput):
+        service = serializers.ChoiceField(choices=Service.choices)
+        streamKey = _DestinationKey()
+        serverUrl = _ServerUrl(required=False)
+
+    def post(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        data = parse(self.InputSerializer, request)
+        destination = services.destination_add(
+            stream=stream,
+            service=data["service"],
+            stream_key=data["streamKey"],
+            server_url=data.get("serverUrl", ""),
+        )
+        return ok("Stream destination added", destination_payload(destination))
+
+
+class DestinationListApi(APIView):
+    def get(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        destinations = stream.destinations.order_by("id")
+        return ok("Stream destinations", [destination_payload(d) for d in destinations])
+
+
+class DestinationDetailApi(APIView):
+    class UpdateSerializer(StrictInput):
+        streamKey = _DestinationKey(required=False)
+        serverUrl = _ServerUrl(required=False)
+        isActive = StrictBooleanField(required=False)
+
+    _FIELDS = {"streamKey": "stream_key", "serverUrl": "server_url", "isActive": "is_active"}
+
+    def _get(self, request: Request, stream_id: str, destination_id: str) -> Destination:
+        return selectors.destination_get(
+            user=_user(request), stream_id=stream_id, destination_id=destination_id
+        )
+
+    def get(self, request: Request, stream_id: str, destination_id: str) -> Response:
+        destination = self._get(request, stream_id, destination_id)
+        return ok("Stream destination", destination_payload(destination))
+
+    def patch(self, request: Request, stream_id: str, destination_id: str) -> Response:
+        destination = self._get(request, stream_id, destination_id)
+        data = parse(self.UpdateSerializer, request)
+        changes = {self._FIELDS[name]: value for name, value in data.items()}
+        destination = services.destination_update(destination=destination, changes=changes)
+        return ok("Stream destination updated", destination_payload(destination))
+
+    def delete(self, request: Request, stream_id: str, destination_id: str) -> Response:
+        destination = self._get(request, stream_id, destination_id)
+        deleted_id = destination.pk
+        services.destination_delete(destination=destination)
+        return ok("Stream destination deleted", {"id": deleted_id})

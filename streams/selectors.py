@@ -1,0 +1,109 @@
+"""Reads of streams. Tenant scoping lives here: a user's object is looked up with its owner."""
+
+import uuid
+from typing import Any
+
+from django.db.models import Prefetch, QuerySet
+
+from accounts.models import User
+from rig.api import not_found
+from streams.models import Destination, Relay, RelayState, Stream
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def stream_list(*, user: User) -> QuerySet[Stream]:
+    return Stream.objects.filter(owner=user)
+
+
+def stream_get(*, user: User, stream_id: str, for_update: bool = False) -> Stream:
+    """The user's stream; another tenant's id is exactly as unknown as a missing one."""
+    pk = _uuid(stream_id)
+    queryset = Stream.objects.select_for_update() if for_update else Stream.objects.all()
+    stream = queryset.filter(owner=user, pk=pk).first() if pk else None
+    if stream is None:
+        raise not_found("Stream")
+    return stream
+
+
+def stream_get_detailed(*, user: User, stream_id: str) -> Stream:
+    pk = _uuid(stream_id)
+    stream = (
+        Stream.objects.filter(owner=user, pk=pk)
+        .select_related("node")
+        .prefetch_related(
+            Prefetch("destinations", Destination.objects.select_related("relay").order_by("id"))
+        )
+        .first()
+        if pk
+        else None
+    )
+    if stream is None:
+        raise not_found("Stream")
+    return stream
+
+
+def destination_get(
+    *, user: User, stream_id: str, destination_id: str, for_update: bool = False
+) -> Destination:
+    pk = _uuid(stream_id)
+    if pk is None or not str(destination_id).isdigit() or len(str(destination_id)) > 18:
+        raise not_found("Destination")
+    queryset = Destination.objects.select_for_update() if for_update else Destination.objects
+    destination = (
+        queryset.select_related("stream")
+        .filter(stream__owner=user, stream_id=pk, pk=int(destination_id))
+        .first()
+    )
+    if destination is None:
+        raise not_found("Destination")
+    return destination
+
+
+def stream_by_key(*, key: str, for_update: bool = False) -> Stream | None:
+    if not key or len(key) > 64:
+        return None
+    queryset = Stream.objects.select_for_update() if for_update else Stream.objects
+    return queryset.filter(stream_key=key).first()
+
+
+def _relay_status(destination: Destination) -> dict[str, Any]:
+    relay: Relay | None = getattr(destination, "relay", None)
+    if not destination.is_active:
+        state = "disabled"
+    else:
+        state = relay.state if relay else RelayState.PENDING
+    return {
+        "id": destination.pk,
+        "service": destination.service,
+        "state": state,
+        "bitrateKbps": relay.bitrate_kbps if relay else None,
+        "fps": relay.fps if relay else None,
+        "bytesSent": relay.bytes_sent if relay else 0,
+        "restarts": relay.restarts if relay else 0,
+        "since": relay.since.isoformat() if relay and relay.since else None,
+        "lastError": (relay.last_error or None) if relay else None,
+    }
+
+
+def provision_status(stream: Stream, destinations: list[Destination]) -> dict[str, Any] | None:
+    """The live picture of a stream's fan-out: the session record plus each relay's report."""
+    if stream.provision_status is None:
+        return None
+    status = dict(stream.provision_status)
+    relays = [_relay_status(d) for d in destinations]
+    if stream.is_streaming:
+        active = [r["state"] for r in relays if r["state"] != "disabled"]
+        if active and all(state == RelayState.PENDING for state in active):
+            status["state"] = "provisioning"
+        elif all(state == RelayState.LIVE for state in active):
+            status["state"] = "live"
+        else:
+            status["state"] = "degraded"
+    status["destinations"] = relays
+    return status

@@ -1,0 +1,238 @@
+"""Changes to streams and destinations, and the publish lifecycle driven by nginx-rtmp's hooks.
+
+Whenever a live stream's desired fan-out changes, the serving node is nudged after commit
+(agents.tasks.node_nudge); the node's agent then reconciles from /agents/streams and
+/agents/config, so a lost nudge only delays convergence until the agent's next poll.
+"""
+
+import secrets
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import User
+from rig.api import ApiError, ErrorCode, not_found
+from streams import destinations as urls
+from streams.models import Destination, Relay, RelayState, Service, Stream
+from streams.selectors import stream_by_key
+
+if TYPE_CHECKING:
+    from agents.models import IngestNode
+
+
+def new_stream_key() -> str:
+    """128 bits from the OS CSPRNG: 22 URL-safe characters."""
+    return secrets.token_urlsafe(16)
+
+
+def _nudge_after_commit(node_id: int | None) -> None:
+    if node_id is None:
+        return
+    from agents.tasks import node_nudge  # tasks import services: avoid the cycle at import time
+
+    transaction.on_commit(lambda: node_nudge.delay(node_id))
+
+
+def _nudge_if_live(stream: Stream) -> None:
+    if stream.is_streaming:
+        _nudge_after_commit(stream.node_id)
+
+
+def _session_end(stream: Stream, *, reason: str) -> None:
+    """Close the live session in the database; the node drops what no longer should run."""
+    was_node = stream.node_id
+    status = dict(stream.provision_status or {})
+    status.update(state="stopped", reason=reason, endedAt=timezone.now().isoformat())
+    stream.is_streaming = False
+    stream.publish_client_id = ""
+    stream.provision_status = status
+    stream.save(update_fields=["is_streaming", "publish_client_id", "provision_status"])
+    Relay.objects.filter(destination__stream=stream).update(
+        state=RelayState.STOPPED, bitrate_kbps=None, fps=None
+    )
+    _nudge_after_commit(was_node)
+
+
+# --- streams -------------------------------------------------------------------------------
+
+
+def stream_create(*, user: User) -> Stream:
+    if Stream.objects.filter(owner=user).count() >= settings.RIG_MAX_STREAMS_PER_USER:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            "Stream limit reached",
+            409,
+            {"streams": [f"At most {settings.RIG_MAX_STREAMS_PER_USER} streams per user."]},
+        )
+    return Stream.objects.create(owner=user, stream_key=new_stream_key())
+
+
+@transaction.atomic
+def stream_key_rotate(*, stream: Stream) -> Stream:
+    """A new key; the old one stops working at once and a publisher using it is dropped."""
+    stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    stream.stream_key = new_stream_key()
+    stream.save(update_fields=["stream_key"])
+    if stream.is_streaming:
+        _session_end(stream, reason="stream key changed")
+    return stream
+
+
+@transaction.atomic
+def stream_update(*, stream: Stream, is_active: bool | None = None) -> Stream:
+    stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    if is_active is not None and is_active != stream.is_active:
+        stream.is_active = is_active
+        stream.save(update_fields=["is_active"])
+        if not is_active and stream.is_streaming:
+            _session_end(stream, reason="stream deactivated")
+    return stream
+
+
+@transaction.atomic
+def stream_delete(*, stream: Stream) -> None:
+    stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    _nudge_if_live(stream)
+    stream.delete()
+
+
+# --- destinations --------------------------------------------------------------------------
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(ErrorCode.INVALID_INPUT, "Invalid input", 400, {field: [message]})
+
+
+def _validate_destination(*, service: str, stream_key: str, server_url: str) -> None:
+    error = urls.key_error(stream_key)
+    if error:
+        raise _invalid("streamKey", error)
+    if service == Service.CUSTOM:
+        if not server_url:
+            raise ApiError(
+                ErrorCode.MISSING_INPUT,
+                "Missing required input",
+                400,
+                {"serverUrl": ["Required for Custom destinations."]},
+            )
+        error = urls.server_url_error(server_url)
+        if error:
+            raise _invalid("serverUrl", error)
+    elif server_url:
+        raise _invalid("serverUrl", f"Only Custom destinations take a serverUrl, not {service}.")
+
+
+@transaction.atomic
+def destination_add(
+    *, stream: Stream, service: str, stream_key: str, server_url: str = ""
+) -> Destination:
+    stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    _validate_destination(service=service, stream_key=stream_key, server_url=server_url)
+    if stream.destinations.count() >= settings.RIG_MAX_DESTINATIONS_PER_STREAM:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            "Destination limit reached",
+            409,
+            {"destinations": [f"At most {settings.RIG_MAX_DESTINATIONS_PER_STREAM} per stream."]},
+        )
+    destination = Destination.objects.create(
+        stream=stream, service=service, stream_key=stream_key, server_url=server_url
+    )
+    _nudge_if_live(stream)
+    return destination
+
+
+@transaction.atomic
+def destination_update(*, destination: Destination, changes: dict[str, Any]) -> Destination:
+    destination = (
+        Destination.objects.select_for_update().select_related("stream").get(pk=destination.pk)
+    )
+    stream_key = changes.get("stream_key", destination.stream_key)
+    server_url = changes.get("server_url", destination.server_url)
+    _validate_destination(service=destination.service, stream_key=stream_key, server_url=server_url)
+    for field, value in changes.items():
+        setattr(destination, field, value)
+    destination.save()
+    _nudge_if_live(destination.stream)
+    return destination
+
+
+@transaction.atomic
+def destination_delete(*, destination: Destination) -> None:
+    _nudge_if_live(destination.stream)
+    destination.delete()
+
+
+# --- publish lifecycle (nginx-rtmp on_publish / on_update / on_publish_done) ---------------
+
+
+def _publisher_stale(stream: Stream) -> bool:
+    """A live session whose node stopped vouching for it (no on_update) may be taken over."""
+    if stream.publisher_seen_at is None:
+        return True
+    limit = timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
+    return timezone.now() - stream.publisher_seen_at > limit
+
+
+@transaction.atomic
+def publish_start(*, node: "IngestNode", key: str, client_id: str) -> Stream:
+    if node.is_draining:
+        raise ApiError(ErrorCode.IN_USE, "Node is draining: publish to another node", 503)
+    stream = stream_by_key(key=key, for_update=True)
+    if stream is None:
+        raise not_found("Stream")
+    if not stream.is_active:
+        raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Stream is deactivated", 403)
+    if stream.is_streaming:
+        if stream.node_id == node.pk and stream.publish_client_id == client_id:
+            return stream  # the same publisher asked again
+        if not _publisher_stale(stream):
+            raise ApiError(ErrorCode.IN_USE, "Stream is already live", 409)
+    now = timezone.now()
+    stream.is_streaming = True
+    stream.node = node
+    stream.publish_client_id = client_id
+    stream.publisher_seen_at = now
+    stream.provision_status = {
+        "state": "provisioning",
+        "reason": None,
+        "node": node.name,
+        "region": node.region,
+        "server": {"hostname": node.hostname, "lastCheck": now.isoformat()},
+        "ingestUrl": node.rtmp_url,
+        "startedAt": now.isoformat(),
+        "endedAt": None,
+    }
+    stream.save()
+    Relay.objects.filter(destination__stream=stream).delete()  # a new session starts clean
+    _nudge_after_commit(node.pk)
+    return stream
+
+
+def publish_update(*, node: "IngestNode", key: str, client_id: str) -> None:
+    """Vouch for a live publisher; any error answer makes nginx-rtmp drop it."""
+    updated = Stream.objects.filter(
+        stream_key=key,
+        is_active=True,
+        is_streaming=True,
+        node=node,
+        publish_client_id=client_id,
+    ).update(publisher_seen_at=timezone.now())
+    if not updated:
+        raise not_found("Live stream")
+
+
+@transaction.atomic
+def publish_end(*, node: "IngestNode", key: str, client_id: str) -> None:
+    """Idempotent: only the session that ends is closed, whatever order hooks arrive in."""
+    stream = stream_by_key(key=key, for_update=True)
+    if (
+        stream is not None
+        and stream.is_streaming
+        and stream.node_id == node.pk
+        and stream.publish_client_id == client_id
+    ):
+        _session_end(stream, reason="publisher disconnected")

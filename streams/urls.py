@@ -1,0 +1,18 @@
+from rig.api import route
+from streams import apis
+
+_ID = r"(?P<stream_id>[^/]+)"
+_DEST = r"(?P<destination_id>[^/]+)"
+
+urlpatterns = [
+    route(r"streams", apis.StreamListCreateApi.as_view(), "stream-list"),
+    route(rf"streams/{_ID}", apis.StreamDetailApi.as_view(), "stream-detail"),
+    route(rf"streams/{_ID}/changeKey", apis.StreamChangeKeyApi.as_view(), "stream-change-key"),
+    route(rf"streams/{_ID}/destination", apis.DestinationAddApi.as_view(), "destination-add"),
+    route(rf"streams/{_ID}/destinations", apis.DestinationListApi.as_view(), "destination-list"),
+    route(
+        rf"streams/{_ID}/destinations/{_DEST}",
+        apis.DestinationDetailApi.as_view(),
+        "destination-detail",
+    ),
+]

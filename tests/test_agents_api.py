@@ -1,0 +1,342 @@
+"""The agent API (node tokens) and the nginx-rtmp publish hooks."""
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from accounts.models import User
+from agents.models import IngestNode
+from streams.models import Relay, Stream
+from tests.conftest import assert_error, assert_ok, client_for
+from tests.factories import DestinationFactory, StreamFactory, node_create
+
+pytestmark = pytest.mark.django_db
+
+
+def hook(token: str, event: str, key: str, clientid: str = "7", app: str = "live"):
+    """What nginx-rtmp sends: a form-encoded POST with call, name, app, clientid..."""
+    data = {"call": event, "app": app, "name": key, "clientid": clientid, "addr": "127.0.0.1"}
+    return APIClient().post(f"/agents/hooks/{token}/{event}", data, format="multipart")
+
+
+def form_hook(token: str, event: str, key: str, clientid: str = "7", app: str = "live"):
+    body = f"call={event}&app={app}&name={key}&clientid={clientid}&addr=127.0.0.1&tcurl=x"
+    return APIClient().generic(
+        "POST",
+        f"/agents/hooks/{token}/{event}",
+        body,
+        content_type="application/x-www-form-urlencoded",
+    )
+
+
+# --- /agents/config ------------------------------------------------------------------------
+
+
+def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None:
+    yt = DestinationFactory.create(stream=alice_stream, service="YouTube", stream_key="simaim")
+    tw = DestinationFactory.create(
+        stream=alice_stream, service="Twitch", stream_key="fxx", is_active=False
+    )
+    payload = assert_ok(
+        node_client.get(f"/agents/config/{alice_stream.stream_key}"), "Stream Config"
+    )
+    assert payload == [
+        {
+            "id": yt.pk,
+            "service": "YouTube",
+            "streamKey": "simaim",
+            "rtmpUrl": "rtmp://a.rtmp.youtube.com/live2/simaim",
+            "isActive": True,
+            "isMuted": False,
+        },
+        {
+            "id": tw.pk,
+            "service": "Twitch",
+            "streamKey": "fxx",
+            "rtmpUrl": "rtmp://live.twitch.tv/app/fxx",
+            "isActive": False,
+            "isMuted": False,
+        },
+    ]
+
+
+def test_config_without_destinations_is_empty(node_client: APIClient, alice_stream: Stream) -> None:
+    assert (
+        assert_ok(node_client.get(f"/agents/config/{alice_stream.stream_key}/"), "Stream Config")
+        == []
+    )
+
+
+@pytest.mark.parametrize("key", ["unknown", "x" * 200, "%20"])
+def test_config_unknown_key_is_1000(node_client: APIClient, key: str) -> None:
+    assert_error(node_client.get(f"/agents/config/{key}"), 404, 1000)
+
+
+def test_config_rejects_users_and_bad_node_tokens(
+    alice_client: APIClient, anon_client: APIClient, alice_stream: Stream
+) -> None:
+    url = f"/agents/config/{alice_stream.stream_key}"
+    for client in (
+        alice_client,
+        anon_client,
+        client_for(token="rign_wrong"),
+        client_for(token="x"),
+    ):
+        assert_error(client.get(url), 401, 1003)
+
+
+def test_node_token_does_not_work_on_user_endpoints(node_client: APIClient) -> None:
+    assert_error(node_client.get("/accounts/me"), 401, 1003)
+
+
+# --- hooks: the publish lifecycle ----------------------------------------------------------
+
+
+def test_publish_accepts_and_marks_live(node_and_token, alice_stream: Stream) -> None:
+    node, token = node_and_token
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
+    alice_stream.refresh_from_db()
+    assert alice_stream.is_streaming is True
+    assert alice_stream.node == node
+    status: Any = alice_stream.provision_status
+    assert status["state"] == "provisioning"
+    assert status["node"] == "node1"
+    assert status["ingestUrl"] == node.rtmp_url
+
+
+def test_publish_refusals(node_and_token, alice: User) -> None:
+    _, token = node_and_token
+    assert_error(form_hook(token, "publish", "unknown-key"), 404, 1000)
+    inactive = StreamFactory.create(owner=alice, is_active=False)
+    assert_error(form_hook(token, "publish", inactive.stream_key), 403, 1003)
+    live = StreamFactory.create(owner=alice)
+    assert_ok(form_hook(token, "publish", live.stream_key, clientid="1"), "OK")
+    assert_error(form_hook(token, "publish", live.stream_key, clientid="2"), 409, 1009)
+    live.refresh_from_db()
+    assert live.publish_client_id == "1"  # the first publisher keeps the stream
+    assert_error(form_hook(token, "publish", live.stream_key, app="other"), 404, 1000)
+    inactive.refresh_from_db()
+    assert inactive.is_streaming is False
+
+
+def test_publish_same_client_again_is_idempotent(node_and_token, alice_stream: Stream) -> None:
+    _, token = node_and_token
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
+
+
+def test_second_node_cannot_steal_a_live_stream(node_and_token, alice_stream: Stream) -> None:
+    _, token = node_and_token
+    _, token2 = node_create("node2")
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
+    assert_error(form_hook(token2, "publish", alice_stream.stream_key), 409, 1009)
+
+
+def test_stale_session_can_be_taken_over(node_and_token, alice_stream: Stream, settings) -> None:
+    """A publisher that vanished without publish_done must not lock the key forever."""
+    _, token = node_and_token
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="1"), "OK")
+    Stream.objects.filter(pk=alice_stream.pk).update(
+        publisher_seen_at=timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
+    )
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), "OK")
+    alice_stream.refresh_from_db()
+    assert alice_stream.publish_client_id == "2"
+
+
+def test_hook_with_bad_token_is_1003(alice_stream: Stream, db: None) -> None:
+    assert_error(form_hook("rign_nope", "publish", alice_stream.stream_key), 401, 1003)
+    alice_stream.refresh_from_db()
+    assert alice_stream.is_streaming is False
+
+
+def test_unknown_hook_event_is_404(node_and_token, alice_stream: Stream) -> None:
+    assert_error(form_hook(node_and_token[1], "play", alice_stream.stream_key), 404, 1000)
+
+
+def test_publish_done_ends_session(node_and_token, alice_stream: Stream) -> None:
+    _, token = node_and_token
+    destination = DestinationFactory.create(stream=alice_stream)
+    form_hook(token, "publish", alice_stream.stream_key)
+    Relay.objects.create(destination=destination, state="live", bitrate_kbps=6000)
+    assert_ok(form_hook(token, "publish_done", alice_stream.stream_key), "OK")
+    alice_stream.refresh_from_db()
+    assert alice_stream.is_streaming is False
+    status: Any = alice_stream.provision_status
+    assert status["state"] == "stopped"
+    assert status["reason"] == "publisher disconnected"
+    assert status["endedAt"]
+    assert Relay.objects.get(pk=destination.pk).state == "stopped"
+
+
+def test_publish_done_out_of_order_leaves_new_session(node_and_token, alice_stream: Stream) -> None:
+    """publish_done of an old session (late, retried) must not end the current one."""
+    _, token = node_and_token
+    form_hook(token, "publish", alice_stream.stream_key, clientid="1")
+    form_hook(token, "publish_done", alice_stream.stream_key, clientid="1")
+    form_hook(token, "publish", alice_stream.stream_key, clientid="2")
+    assert_ok(form_hook(token, "publish_done", alice_stream.stream_key, clientid="1"), "OK")
+    assert_ok(form_hook(token, "publish_done", alice_stream.stream_key, clientid="1"), "OK")
+    alice_stream.refresh_from_db()
+    assert alice_stream.is_streaming is True
+    assert alice_stream.publish_client_id == "2"
+
+
+def test_update_keeps_valid_publisher_and_drops_revoked(
+    node_and_token, alice_client: APIClient, alice_stream: Stream
+) -> None:
+    _, token = node_and_token
+    key = alice_stream.stream_key
+    form_hook(token, "publish", key)
+    assert_ok(form_hook(token, "update", key), "OK")
+    assert_error(form_hook(token, "update", key, clientid="99"), 404, 1000)
+    alice_client.post(f"/streams/{alice_stream.id}/changeKey")
+    assert_error(form_hook(token, "update", key), 404, 1000)  # nginx drops the publisher
+
+
+def test_change_key_while_live_ends_session(
+    node_and_token, alice_client: APIClient, alice_stream: Stream
+) -> None:
+    _, token = node_and_token
+    form_hook(token, "publish", alice_stream.stream_key)
+    alice_client.post(f"/streams/{alice_stream.id}/changeKey")
+    payload = assert_ok(alice_client.get(f"/streams/{alice_stream.id}"), "Stream detail")
+    assert payload["isStreaming"] is False
+    assert payload["provisionStatus"]["state"] == "stopped"
+    assert payload["provisionStatus"]["reason"] == "stream key changed"
+
+
+def test_deactivate_while_live_ends_session_and_refuses_update(
+    node_and_token, alice_client: APIClient, alice_stream: Stream
+) -> None:
+    _, token = node_and_token
+    form_hook(token, "publish", alice_stream.stream_key)
+    alice_client.patch(f"/streams/{alice_stream.id}", {"isActive": False}, format="json")
+    assert_error(form_hook(token, "update", alice_stream.stream_key), 404, 1000)
+    alice_stream.refresh_from_db()
+    status: Any = alice_stream.provision_status
+    assert (alice_stream.is_streaming, status["reason"]) == (
+        False,
+        "stream deactivated",
+    )
+
+
+def test_draining_node_refuses_new_publishes(node_and_token, alice_stream: Stream) -> None:
+    node, token = node_and_token
+    IngestNode.objects.filter(pk=node.pk).update(is_draining=True)
+    assert_error(form_hook(token, "publish", alice_stream.stream_key), 503, 1009)
+
+
+# --- /agents/streams and /agents/status ----------------------------------------------------
+
+
+def test_live_streams_for_node(node_and_token, alice: User) -> None:
+    _, token = node_and_token
+    mine, idle = StreamFactory.create(owner=alice), StreamFactory.create(owner=alice)
+    other_node_stream = StreamFactory.create(owner=alice)
+    _, token2 = node_create("node2")
+    form_hook(token, "publish", mine.stream_key)
+    form_hook(token2, "publish", other_node_stream.stream_key)
+    payload = assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node")
+    assert payload == [{"streamID": str(mine.id), "streamKey": mine.stream_key}]
+    assert idle.stream_key not in str(payload)
+
+
+def relay_report(destination_id: int, state: str = "live", **extra: object) -> dict:
+    return {
+        "destinationId": destination_id,
+        "state": state,
+        "bitrateKbps": 6012.5,
+        "fps": 30.0,
+        "bytesSent": 123456,
+        "restarts": 1,
+        "since": 1_790_000_000.0,
+        "lastError": None,
+        "log": ["frame=1"],
+        **extra,
+    }
+
+
+def test_status_report_shows_in_provision_status(
+    node_and_token, alice_client: APIClient, alice_stream: Stream
+) -> None:
+    node, token = node_and_token
+    yt = DestinationFactory.create(stream=alice_stream)
+    tw = DestinationFactory.create(stream=alice_stream, service="Twitch")
+    off = DestinationFactory.create(stream=alice_stream, is_active=False)
+    form_hook(token, "publish", alice_stream.stream_key)
+    detail = assert_ok(alice_client.get(f"/streams/{alice_stream.id}"), "Stream detail")
+    assert detail["provisionStatus"]["state"] == "provisioning"
+    body: dict[str, Any] = {
+        "streams": [
+            {
+                "streamKey": alice_stream.stream_key,
+                "relays": [relay_report(yt.pk), relay_report(tw.pk, "reconnecting")],
+            }
+        ]
+    }
+    assert_ok(
+        client_for(token=token).post("/agents/status", body, format="json"), "Status recorded"
+    )
+    status = assert_ok(alice_client.get(f"/streams/{alice_stream.id}"), "Stream detail")[
+        "provisionStatus"
+    ]
+    assert status["state"] == "degraded"
+    assert status["node"] == "node1"
+    by_id = {d["id"]: d for d in status["destinations"]}
+    assert by_id[yt.pk]["state"] == "live"
+    assert by_id[yt.pk]["bitrateKbps"] == 6012.5
+    assert by_id[yt.pk]["bytesSent"] == 123456
+    assert by_id[tw.pk]["state"] == "reconnecting"
+    assert by_id[off.pk]["state"] == "disabled"
+    body["streams"][0]["relays"][1]["state"] = "live"
+    client_for(token=token).post("/agents/status", body, format="json")
+    status = alice_client.get(f"/streams/{alice_stream.id}").json()["payload"]["provisionStatus"]
+    assert status["state"] == "live"
+    node.refresh_from_db()
+    assert node.last_seen_at is not None
+
+
+def test_status_report_cannot_touch_streams_of_other_nodes(node_and_token, alice_stream) -> None:
+    _, token = node_and_token
+    _, token2 = node_create("node2")
+    destination = DestinationFactory.create(stream=alice_stream)
+    form_hook(token, "publish", alice_stream.stream_key)
+    body = {
+        "streams": [
+            {"streamKey": alice_stream.stream_key, "relays": [relay_report(destination.pk)]}
+        ]
+    }
+    payload = assert_ok(
+        client_for(token=token2).post("/agents/status", body, format="json"), "Status recorded"
+    )
+    assert payload == {"relays": 0}
+    assert not Relay.objects.exists()
+
+
+def test_status_report_ignores_foreign_destination_ids(node_and_token, alice_stream, bob) -> None:
+    _, token = node_and_token
+    foreign = DestinationFactory.create(stream__owner=bob)
+    form_hook(token, "publish", alice_stream.stream_key)
+    body = {
+        "streams": [{"streamKey": alice_stream.stream_key, "relays": [relay_report(foreign.pk)]}]
+    }
+    client_for(token=token).post("/agents/status", body, format="json")
+    assert not Relay.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"streams": [{"streamKey": "k", "relays": [{"destinationId": "x", "state": "live"}]}]},
+        {"streams": [{"streamKey": "k", "relays": [{"destinationId": 1, "state": "dancing"}]}]},
+        {"streams": [{"streamKey": 5, "relays": []}]},
+        {"streams": "nope"},
+        {"streams": [{"streamKey": "k", "relays": [relay_report(1, log=["x"] * 101)]}]},
+    ],
+)
+def test_status_report_bad_input_is_1005(node_client: APIClient, body: dict) -> None:
+    assert_error(node_client.post("/agents/status", body, format="json"), 400, 1005)
