@@ -18,7 +18,7 @@ export RIG_NODE_TOKEN_FILE ?= $(RUN)/node.token
 
 # `make test` talks to the real Postgres and Redis at their default local addresses.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: help system-deps venv up test lint bench clean
 

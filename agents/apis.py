@@ -66,17 +66,31 @@ class _StreamReport(serializers.Serializer):
 class AgentStatusApi(_NodeEndpoint):
     class InputSerializer(StrictInput):
         streams = serializers.ListField(child=_StreamReport(), max_length=2000)
+        # Stream keys nginx-rtmp on the node is receiving right now; absent when unknown.
+        publishers = serializers.ListField(
+            child=StrictCharField(max_length=64), max_length=2000, required=False
+        )
 
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
-        accepted = services.node_report(node=_node(request), streams=data["streams"])
+        accepted = services.node_report(
+            node=_node(request), streams=data["streams"], publishers=data.get("publishers")
+        )
         return ok("Status recorded", {"relays": accepted})
 
 
+def _first(request: Request, field: str) -> str:
+    """nginx-rtmp's own value of a form field. The publisher's RTMP args are appended to the
+    form unescaped after nginx's fields, so `KEY?name=OTHER` adds a second, forged `name`."""
+    data: Any = request.data
+    values = data.getlist(field) if hasattr(data, "getlist") else [data.get(field, "")]
+    return str(values[0]) if values else ""
+
+
 class PublishHookApi(APIView):
-    """nginx-rtmp's on_publish / on_update / on_publish_done. nginx cannot send headers, so the
-    node's token is in the path; a 2xx answer lets the publisher in (or keeps it), anything else
-    drops it."""
+    """nginx-rtmp's on_publish / on_publish_done. nginx cannot send headers, so the node's token
+    is in the path; a 2xx answer lets the publisher in, anything else refuses it (never 3xx:
+    nginx-rtmp would take a redirect as a rename)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -86,17 +100,14 @@ class PublishHookApi(APIView):
         node = selectors.node_by_token(token=token)
         if node is None:
             raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
-        form: Any = request.data
-        key, client_id = str(form.get("name", "")), str(form.get("clientid", ""))[:32]
-        if form.get("app") != INGEST_APP and event != "publish_done":
+        key, client_id, app = (_first(request, field) for field in ("name", "clientid", "app"))
+        if app != INGEST_APP and event != "publish_done":
             raise not_found("Application")
         started = time.perf_counter()
         if event == "publish":
-            stream_services.publish_start(node=node, key=key, client_id=client_id)
-        elif event == "update":
-            stream_services.publish_update(node=node, key=key, client_id=client_id)
+            stream_services.publish_start(node=node, key=key, client_id=client_id[:32])
         elif event == "publish_done":
-            stream_services.publish_end(node=node, key=key, client_id=client_id)
+            stream_services.publish_end(node=node, key=key, client_id=client_id[:32])
         else:
             raise not_found("Hook")
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)

@@ -1,4 +1,4 @@
-"""Changes made by nodes: relay status reports."""
+"""Changes made by nodes: relay status reports and publisher liveness."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -7,6 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import IngestNode
+from streams import services as stream_services
 from streams.models import Destination, Relay, Stream
 
 _RELAY_FIELDS = ["state", "bitrate_kbps", "fps", "bytes_sent", "restarts", "since", "last_error"]
@@ -17,9 +18,16 @@ def _since(epoch: float | None) -> datetime | None:
 
 
 @transaction.atomic
-def node_report(*, node: IngestNode, streams: list[dict[str, Any]]) -> int:
-    """Store what a node says about its relays; reports for streams it doesn't serve are ignored."""
+def node_report(
+    *, node: IngestNode, streams: list[dict[str, Any]], publishers: list[str] | None = None
+) -> int:
+    """Store what a node says about its relays; reports for streams it doesn't serve are ignored.
+
+    ``publishers`` (what nginx-rtmp receives right now) keeps live sessions vouched for, and
+    ends those whose publisher vanished without on_publish_done (nginx restarted, crashed)."""
     IngestNode.objects.filter(pk=node.pk).update(last_seen_at=timezone.now())
+    if publishers is not None:
+        stream_services.publishers_seen(node=node, keys=publishers)
     keys = [report["streamKey"] for report in streams]
     served = dict(
         Stream.objects.filter(node=node, is_streaming=True, stream_key__in=keys).values_list(

@@ -159,7 +159,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("RIG_LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
-# A live session whose node has not confirmed its publisher (on_update) for this long may be
-# taken over by a new publish: nginx-rtmp calls on_update every RIG_UPDATE_INTERVAL_S.
-RIG_UPDATE_INTERVAL_S = env_int("RIG_UPDATE_INTERVAL_S", 5)
-RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 4 * RIG_UPDATE_INTERVAL_S)
+# A live session its node has not vouched for (agents report their publishers every 2 s) for
+# this long is over: ended if the node says the publisher is gone, else open to a new publish.
+RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 15)

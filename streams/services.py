@@ -166,11 +166,11 @@ def destination_delete(*, destination: Destination) -> None:
     destination.delete()
 
 
-# --- publish lifecycle (nginx-rtmp on_publish / on_update / on_publish_done) ---------------
+# --- publish lifecycle (nginx-rtmp on_publish / on_publish_done, the agent's reports) -------
 
 
 def _publisher_stale(stream: Stream) -> bool:
-    """A live session whose node stopped vouching for it (no on_update) may be taken over."""
+    """A live session its node stopped vouching for (agent reports) may be taken over."""
     if stream.publisher_seen_at is None:
         return True
     limit = timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
@@ -212,17 +212,18 @@ def publish_start(*, node: "IngestNode", key: str, client_id: str) -> Stream:
     return stream
 
 
-def publish_update(*, node: "IngestNode", key: str, client_id: str) -> None:
-    """Vouch for a live publisher; any error answer makes nginx-rtmp drop it."""
-    updated = Stream.objects.filter(
-        stream_key=key,
-        is_active=True,
-        is_streaming=True,
-        node=node,
-        publish_client_id=client_id,
-    ).update(publisher_seen_at=timezone.now())
-    if not updated:
-        raise not_found("Live stream")
+def publishers_seen(*, node: "IngestNode", keys: list[str]) -> None:
+    """The node's nginx receives these keys now: vouch for their sessions, and end sessions on
+    the node whose publisher is gone for longer than the grace a fresh publish needs to appear."""
+    now = timezone.now()
+    live = Stream.objects.filter(node=node, is_streaming=True)
+    live.filter(stream_key__in=keys).update(publisher_seen_at=now)
+    cutoff = now - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
+    for stream in live.exclude(stream_key__in=keys).filter(publisher_seen_at__lt=cutoff):
+        with transaction.atomic():
+            locked = Stream.objects.select_for_update().get(pk=stream.pk)
+            if locked.is_streaming and locked.node_id == node.pk:
+                _session_end(locked, reason="publisher gone")
 
 
 @transaction.atomic

@@ -1,7 +1,13 @@
 """Shared fixtures: Alice owns things, Bob is another tenant, anon has no token, node is an
 ingest node. Every client talks HTTP through DRF's APIClient to the real Postgres."""
 
-from collections.abc import Callable
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +19,8 @@ from accounts.tokens import tokens_for
 from agents.models import IngestNode
 from streams.models import Stream
 from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +105,67 @@ def assert_ok(response: Any, message: str) -> Any:
     assert set(body) == {"message", "payload"}, body
     assert body["message"] == message
     return body["payload"]
+
+
+def _test_database_url() -> str:
+    """DATABASE_URL of the test database, for processes the tests start (worker, agent)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    parts = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig"))
+    return urlunsplit(parts._replace(path=f"/{settings_dict['NAME']}"))
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db: None) -> Iterator[subprocess.Popen]:
+    """A real `celery worker` process on the real broker, using the test database."""
+    from django.conf import settings
+
+    from rig.celery import app
+
+    app.control.purge()  # leftovers of an interrupted run must not be delivered here
+    log = Path(tempfile.mkdtemp(prefix="rig-celery-")) / "worker.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "rig",
+            "worker",
+            "--pool",
+            "threads",
+            "--concurrency",
+            "4",
+            "--queues",
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while b"ready." not in log.read_bytes():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "celery worker did not start"
+        time.sleep(0.1)
+    yield process
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()

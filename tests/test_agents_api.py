@@ -22,8 +22,11 @@ def hook(token: str, event: str, key: str, clientid: str = "7", app: str = "live
     return APIClient().post(f"/agents/hooks/{token}/{event}", data, format="multipart")
 
 
-def form_hook(token: str, event: str, key: str, clientid: str = "7", app: str = "live"):
-    body = f"call={event}&app={app}&name={key}&clientid={clientid}&addr=127.0.0.1&tcurl=x"
+def form_hook(
+    token: str, event: str, key: str, clientid: str = "7", app: str = "live", args: str = ""
+):
+    body = f"app={app}&addr=127.0.0.1&clientid={clientid}&call={event}&name={key}&type=live"
+    body += f"&{args}" if args else ""  # the publisher's own RTMP args, appended raw
     return APIClient().generic(
         "POST",
         f"/agents/hooks/{token}/{event}",
@@ -185,16 +188,15 @@ def test_publish_done_out_of_order_leaves_new_session(node_and_token, alice_stre
     assert alice_stream.publish_client_id == "2"
 
 
-def test_update_keeps_valid_publisher_and_drops_revoked(
-    node_and_token, alice_client: APIClient, alice_stream: Stream
-) -> None:
+def test_forged_name_in_publisher_args_is_ignored(node_and_token, alice: User) -> None:
+    """`live/VICTIM?name=MINE` makes nginx-rtmp send name twice: only nginx's first counts."""
     _, token = node_and_token
-    key = alice_stream.stream_key
-    form_hook(token, "publish", key)
-    assert_ok(form_hook(token, "update", key), "OK")
-    assert_error(form_hook(token, "update", key, clientid="99"), 404, 1000)
-    alice_client.post(f"/streams/{alice_stream.id}/changeKey")
-    assert_error(form_hook(token, "update", key), 404, 1000)  # nginx drops the publisher
+    victim, mine = StreamFactory.create(), StreamFactory.create(owner=alice)
+    response = form_hook(
+        token, "publish", victim.stream_key[:-1] + "x", args=f"name={mine.stream_key}"
+    )
+    assert_error(response, 404, 1000)
+    assert not Stream.objects.filter(is_streaming=True).exists()
 
 
 def test_change_key_while_live_ends_session(
@@ -209,13 +211,14 @@ def test_change_key_while_live_ends_session(
     assert payload["provisionStatus"]["reason"] == "stream key changed"
 
 
-def test_deactivate_while_live_ends_session_and_refuses_update(
+def test_deactivate_while_live_ends_session(
     node_and_token, alice_client: APIClient, alice_stream: Stream
 ) -> None:
     _, token = node_and_token
     form_hook(token, "publish", alice_stream.stream_key)
     alice_client.patch(f"/streams/{alice_stream.id}", {"isActive": False}, format="json")
-    assert_error(form_hook(token, "update", alice_stream.stream_key), 404, 1000)
+    live = assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node")
+    assert live == []  # the agent drops the publisher and stops its relays
     alice_stream.refresh_from_db()
     status: Any = alice_stream.provision_status
     assert (alice_stream.is_streaming, status["reason"]) == (
@@ -340,3 +343,37 @@ def test_status_report_ignores_foreign_destination_ids(node_and_token, alice_str
 )
 def test_status_report_bad_input_is_1005(node_client: APIClient, body: dict) -> None:
     assert_error(node_client.post("/agents/status", body, format="json"), 400, 1005)
+
+
+def test_reported_publishers_keep_sessions_and_vanished_ones_end(
+    node_and_token, alice: User, settings
+) -> None:
+    """The agent lists what nginx receives; a session missing from it past the grace ends."""
+    _, token = node_and_token
+    present, vanished, fresh = (StreamFactory.create(owner=alice) for _ in range(3))
+    for stream in (present, vanished, fresh):
+        form_hook(token, "publish", stream.stream_key, clientid=str(stream.pk)[:8])
+    old = timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
+    Stream.objects.filter(pk__in=[present.pk, vanished.pk]).update(publisher_seen_at=old)
+    body = {"streams": [], "publishers": [present.stream_key]}
+    assert_ok(
+        client_for(token=token).post("/agents/status", body, format="json"), "Status recorded"
+    )
+    for stream in (present, vanished, fresh):
+        stream.refresh_from_db()
+    assert present.is_streaming
+    assert present.publisher_seen_at is not None and present.publisher_seen_at > old
+    assert fresh.is_streaming  # just published: not in nginx's list yet, within the grace
+    assert not vanished.is_streaming
+    status: Any = vanished.provision_status
+    assert status["reason"] == "publisher gone"
+
+
+def test_report_without_publishers_ends_nothing(node_and_token, alice_stream, settings) -> None:
+    _, token = node_and_token
+    form_hook(token, "publish", alice_stream.stream_key)
+    old = timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
+    Stream.objects.filter(pk=alice_stream.pk).update(publisher_seen_at=old)
+    client_for(token=token).post("/agents/status", {"streams": []}, format="json")
+    alice_stream.refresh_from_db()
+    assert alice_stream.is_streaming  # nginx's view unknown: neither vouched for nor ended

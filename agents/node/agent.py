@@ -1,0 +1,249 @@
+"""The node agent: makes this node's relays match the control plane's desired state.
+
+Reconciles at start, whenever a worker nudges it (POST /reconcile), and on a short poll as a
+safety net; reports relay state back; drops publishers whose key is no longer live here.
+"""
+
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from agents.node import ingest
+from agents.node.client import ControlPlane, ControlPlaneError
+from agents.node.relay import RelaySnapshot, RelaySpec
+from agents.node.supervisor import Supervisor
+
+logger = logging.getLogger("rig.agent")
+
+
+def node_env(name: str, default: str) -> str:
+    file_path = os.environ.get(f"{name}_FILE")
+    if file_path:
+        return Path(file_path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    control_url: str
+    token: str
+    rtmp_port: int = 1935
+    stat_url: str = "http://127.0.0.1:8089"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8091
+    poll_interval: float = 5.0
+    report_interval: float = 2.0
+    ffmpeg: str = "ffmpeg"
+    backoff_initial: float = 1.0
+    backoff_max: float = 30.0
+
+    @classmethod
+    def from_env(cls) -> "AgentConfig":
+        host, _, port = node_env("RIG_AGENT_LISTEN", "127.0.0.1:8091").rpartition(":")
+        return cls(
+            control_url=node_env("RIG_CONTROL_URL", "http://127.0.0.1:8000"),
+            token=node_env("RIG_NODE_TOKEN", ""),
+            rtmp_port=int(node_env("RIG_RTMP_PORT", "1935")),
+            stat_url=f"http://127.0.0.1:{int(node_env('RIG_NGINX_HTTP_PORT', '8089'))}",
+            listen_host=host or "127.0.0.1",
+            listen_port=int(port),
+            poll_interval=float(node_env("RIG_AGENT_POLL_S", "5")),
+            report_interval=float(node_env("RIG_AGENT_REPORT_S", "2")),
+            ffmpeg=node_env("RIG_FFMPEG", "ffmpeg"),
+            backoff_initial=float(node_env("RIG_RELAY_BACKOFF_INITIAL_S", "1")),
+            backoff_max=float(node_env("RIG_RELAY_BACKOFF_MAX_S", "30")),
+        )
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, control: ControlPlane | None = None) -> None:
+        self.config = config
+        self.control = control or ControlPlane(config.control_url, config.token)
+        self.supervisor = Supervisor(
+            ffmpeg=config.ffmpeg,
+            backoff_initial=config.backoff_initial,
+            backoff_max=config.backoff_max,
+            on_change=self._relay_changed,
+        )
+        self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
+        self._wake = threading.Event()
+        self._report_now = threading.Event()
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- reconciliation ---------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def reconcile(self) -> None:
+        # Read nginx first: a key it lists was committed live before it got there, so the
+        # control plane's answer (read after) includes it unless it has since been revoked.
+        publishers = self._publishers()
+        streams = self.control.live_streams()
+        desired: list[RelaySpec] = []
+        keys: dict[str, str] = {}
+        for stream in streams:
+            stream_id, key = stream["streamID"], stream["streamKey"]
+            config = self.control.stream_config(key)
+            if config is None:
+                continue
+            keys[stream_id] = key
+            source = f"rtmp://127.0.0.1:{self.config.rtmp_port}/live/{key}"
+            desired.extend(
+                RelaySpec(
+                    relay_id=f"{stream_id}:{destination['id']}",
+                    source_url=source,
+                    target_url=destination["rtmpUrl"],
+                    mute=bool(destination.get("isMuted", False)),
+                )
+                for destination in config
+                if destination.get("isActive")
+            )
+        self._keys = keys
+        self.supervisor.reconcile(desired)
+        for name in publishers - set(keys.values()):
+            logger.info("dropping a publisher whose key is no longer live here")
+            ingest.drop_publisher(self.config.stat_url, name)
+        self._report_now.set()
+
+    def _publishers(self) -> set[str]:
+        try:
+            return set(ingest.live_publishers(self.config.stat_url))
+        except OSError:
+            return set()  # nginx not up yet: nothing to drop
+
+    def _reconcile_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self.reconcile()
+            except ControlPlaneError as error:
+                # Keep what runs: a control-plane blip must not take streams down.
+                logger.warning("reconcile skipped: %s", error)
+            self._wake.wait(self.config.poll_interval)
+
+    # --- reporting --------------------------------------------------------------------------
+
+    def _relay_changed(self, snapshot: RelaySnapshot) -> None:
+        self._report_now.set()
+
+    def status_report(self) -> list[dict[str, Any]]:
+        by_stream: dict[str, list[dict[str, Any]]] = {}
+        for snapshot in self.supervisor.states():
+            stream_id, _, destination_id = snapshot.relay_id.partition(":")
+            relay = snapshot.as_dict()
+            by_stream.setdefault(stream_id, []).append(
+                {
+                    "destinationId": int(destination_id),
+                    "state": relay["state"],
+                    "bitrateKbps": relay["bitrateKbps"],
+                    "fps": relay["fps"],
+                    "bytesSent": relay["bytesSent"],
+                    "restarts": relay["restarts"],
+                    "since": relay["since"],
+                    "lastError": relay["lastError"],
+                    "log": list(snapshot.log),
+                }
+            )
+        keys = self._keys
+        return [
+            {"streamKey": keys[stream_id], "relays": relays}
+            for stream_id, relays in by_stream.items()
+            if stream_id in keys
+        ]
+
+    def _report_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._report_now.wait(self.config.report_interval)
+            time.sleep(0.2)  # coalesce a burst of state changes into one report
+            self._report_now.clear()
+            try:
+                publishers = sorted(ingest.live_publishers(self.config.stat_url))
+            except OSError:
+                publishers = None  # unknown: the control plane then neither vouches nor ends
+            try:
+                self.control.report(self.status_report(), publishers)
+            except ControlPlaneError as error:
+                logger.warning("status report failed: %s", error)
+
+    # --- nudge listener ---------------------------------------------------------------------
+
+    def _nudge_secret(self) -> str:
+        # Workers hold the token's sha256 (the control plane never stores the token itself).
+        return hashlib.sha256(self.config.token.encode()).hexdigest()
+
+    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
+        agent = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 4096))
+                if self.path.rstrip("/") != "/reconcile":
+                    return self._answer(404, {"message": "Not found", "errorCode": 1000})
+                given = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if not hmac.compare_digest(given.encode(), agent._nudge_secret().encode()):
+                    return self._answer(401, {"message": "Invalid credentials", "errorCode": 1003})
+                agent.nudge()
+                return self._answer(202, {"message": "Reconciling", "payload": None})
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/healthz":
+                    return self._answer(404, {"message": "Not found", "errorCode": 1000})
+                relays = len(agent.supervisor.states())
+                return self._answer(200, {"message": "OK", "payload": {"relays": relays}})
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # request lines are noise here; nothing secret is in them anyway
+
+        return Handler
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        handler = self._make_handler()
+        self._server = ThreadingHTTPServer(
+            (self.config.listen_host, self.config.listen_port), handler
+        )
+        self._threads = [
+            threading.Thread(target=self._server.serve_forever, name="nudge", daemon=True),
+            threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True),
+            threading.Thread(target=self._report_loop, name="report", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        logger.info(
+            "agent up: control %s, nudges on %s:%s",
+            self.config.control_url,
+            self.config.listen_host,
+            self.config.listen_port,
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._report_now.set()
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+        self.supervisor.shutdown()
+        with contextlib.suppress(ControlPlaneError):
+            self.control.report(self.status_report())

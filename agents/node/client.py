@@ -1,0 +1,59 @@
+"""The node's HTTP client for the control plane's agent API (node-token authenticated)."""
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+class ControlPlaneError(Exception):
+    """The control plane could not be asked (network error, 5xx, or a malformed answer)."""
+
+
+class ControlPlane:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 3.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 - the operator's control-plane URL
+            self.base_url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                return response.status, json.load(response).get("payload")
+        except urllib.error.HTTPError as error:
+            if error.code >= 500:
+                raise ControlPlaneError(f"{method} {path}: HTTP {error.code}") from None
+            return error.code, None
+        except (OSError, ValueError) as error:
+            raise ControlPlaneError(f"{method} {path}: {error}") from None
+
+    def live_streams(self) -> list[dict[str, str]]:
+        """The streams the control plane says are live on this node: [{streamID, streamKey}]."""
+        status, payload = self._call("GET", "/agents/streams")
+        if status != 200 or not isinstance(payload, list):
+            raise ControlPlaneError(f"GET /agents/streams: HTTP {status}")
+        return payload
+
+    def stream_config(self, key: str) -> list[dict[str, Any]] | None:
+        """The destinations of a stream, or None when the key is unknown (rotated, deleted)."""
+        status, payload = self._call("GET", f"/agents/config/{key}")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(payload, list):
+            raise ControlPlaneError(f"GET /agents/config: HTTP {status}")
+        return payload
+
+    def report(self, streams: list[dict[str, Any]], publishers: list[str] | None = None) -> None:
+        body: dict[str, Any] = {"streams": streams}
+        if publishers is not None:
+            body["publishers"] = publishers
+        status, _ = self._call("POST", "/agents/status", body)
+        if status != 200:
+            raise ControlPlaneError(f"POST /agents/status: HTTP {status}")

@@ -1,0 +1,250 @@
+"""One restream relay, described as data: what to run and how to read what it reports.
+
+A relay is one ``ffmpeg -c copy`` process that plays the ingest's local RTMP stream and pushes
+it as FLV to one destination (YouTube, Twitch, any rtmp:// or rtmps:// URL). Running one
+process per destination keeps a failing destination from disturbing the others.
+
+This module is pure: it builds the command line (:func:`build_relay_command`), parses ffmpeg's
+``-progress`` output (:class:`ProgressParser`), keeps destination secrets out of text
+(:func:`redact`, :func:`relay_secrets`) and defines the observable state of a relay
+(:class:`RelayState`, :class:`RelaySnapshot`). :mod:`agents.node.supervisor` runs the processes.
+
+Standard library only: it runs on nodes that have no Django.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "Progress",
+    "ProgressParser",
+    "RelaySnapshot",
+    "RelaySpec",
+    "RelayState",
+    "build_relay_command",
+    "parse_progress_block",
+    "redact",
+    "relay_secrets",
+]
+
+REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    """What one relay does. ``target_url`` carries the destination's stream key: a secret."""
+
+    relay_id: str
+    source_url: str
+    target_url: str
+    mute: bool = False
+
+    def __repr__(self) -> str:
+        # Specs end up in tracebacks and debug logs; never print the key there.
+        target = redact(self.target_url, relay_secrets(self))
+        return (
+            f"RelaySpec(relay_id={self.relay_id!r}, source_url={self.source_url!r}, "
+            f"target_url={target!r}, mute={self.mute!r})"
+        )
+
+
+def build_relay_command(
+    spec: RelaySpec, *, ffmpeg: str = "ffmpeg", rw_timeout_s: float = 10.0
+) -> list[str]:
+    """The argv of the relay process for ``spec``.
+
+    Checked against ffmpeg 5.1 for rtmp:// and rtmps:// targets. Progress goes to stdout
+    (``-progress pipe:1``, one block a second); warnings and errors go to stderr, each line
+    tagged ``[warning]``/``[error]`` so the supervisor can pick the meaningful one.
+    """
+    rw_timeout = str(int(rw_timeout_s * 1_000_000))
+    maps = ["-map", "0:v?"] if spec.mute else ["-map", "0:v?", "-map", "0:a?"]
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "level+warning",
+        # Without it a source that goes quiet (publisher gone, nginx keeps the player
+        # attached) would hang the input forever.
+        "-rw_timeout",
+        rw_timeout,
+        # No -analyzeduration/-probesize here on purpose: nginx-rtmp sends audio before the
+        # first video keyframe, and a short probe makes ffmpeg decide there is no video.
+        "-i",
+        spec.source_url,
+        *maps,
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        # The target is not seekable: without this ffmpeg tries to rewrite the header at the
+        # end and complains.
+        "-flvflags",
+        "no_duration_filesize",
+        # Output side too: a destination that accepts TCP but stops reading would otherwise
+        # block the write forever.
+        "-rw_timeout",
+        rw_timeout,
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "1",
+        spec.target_url,
+    ]
+
+
+def relay_secrets(spec: RelaySpec) -> tuple[str, ...]:
+    """The parts of the target URL that must never be shown: key, query, credentials.
+
+    The stream key is the last path segment (``rtmp://host/app/KEY``). Hiding the parts rather
+    than the whole URL keeps logs useful (``rtmp://host/app/***``) while the full URL, which
+    contains the key, can no longer appear either.
+    """
+    parts = urllib.parse.urlsplit(spec.target_url)
+    found: list[str] = []
+    key = parts.path.rsplit("/", 1)[-1]
+    found += [key, urllib.parse.unquote(key)]
+    if parts.query:
+        found += [parts.query, urllib.parse.unquote(parts.query)]
+        found += [value for _, value in urllib.parse.parse_qsl(parts.query)]
+    if parts.password:
+        found += [parts.password, urllib.parse.unquote(parts.password)]
+    if not key and not parts.query:
+        # Nothing we recognise as a key: hide the whole URL rather than guess.
+        found.append(spec.target_url)
+    return tuple(dict.fromkeys(s for s in found if s))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each non-empty secret replaced by ``***``."""
+    # Longest first, so a secret that contains a shorter one is still hidden whole.
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One block of ffmpeg ``-progress`` output. ``None`` where ffmpeg said ``N/A``.
+
+    ``bitrate_kbps`` and ``fps`` are ffmpeg's own figures: averages since the process started.
+    ``total_size`` is the bytes written to the target by this process (0 while unknown).
+    """
+
+    total_size: int = 0
+    bitrate_kbps: float | None = None
+    fps: float | None = None
+    out_time_us: int | None = None
+    frame: int | None = None
+    ended: bool = False  # the block ended with ``progress=end``: the process is finishing
+
+
+def _float(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _int(value: str) -> int | None:
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+class ProgressParser:
+    """Incremental parser for ``-progress`` output: feed lines, get a :class:`Progress` per block.
+
+    ffmpeg writes ``key=value`` lines and ends each block with ``progress=continue`` (or
+    ``progress=end`` for the last one). A block that is not finished yet yields nothing.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def feed(self, line: str) -> Progress | None:
+        key, sep, value = line.strip().partition("=")
+        if not sep:
+            return None
+        key, value = key.strip(), value.strip()
+        if key != "progress":
+            self._fields[key] = value
+            return None
+        fields, self._fields = self._fields, {}
+        bitrate = fields.get("bitrate", "N/A")
+        return Progress(
+            total_size=max(_int(fields.get("total_size", "")) or 0, 0),
+            bitrate_kbps=_float(bitrate.removesuffix("kbits/s").strip()),
+            fps=_float(fields.get("fps", "")),
+            out_time_us=_int(fields.get("out_time_us", "")),
+            frame=_int(fields.get("frame", "")),
+            ended=value == "end",
+        )
+
+
+def parse_progress_block(lines: Iterable[str]) -> Progress | None:
+    """The last complete block in ``lines``, or ``None`` if no block was finished."""
+    parser = ProgressParser()
+    last: Progress | None = None
+    for line in lines:
+        last = parser.feed(line) or last
+    return last
+
+
+class RelayState(StrEnum):
+    """Where a relay is in its life.
+
+    STARTING: process launched, no bytes yet. LIVE: bytes reached the target within the last
+    ``live_window`` seconds. RECONNECTING: waiting to retry, or retried and not live yet (also
+    a running relay whose bytes stopped). FAILED: ``failed_after`` attempts in a row never went
+    live; it keeps retrying. STOPPED: ordered stopped or removed.
+    """
+
+    STARTING = "starting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class RelaySnapshot:
+    """What a relay looks like at one moment. All text in it is already redacted.
+
+    ``bytes_sent`` counts every byte pushed since the relay was added, across restarts.
+    ``bitrate_kbps``/``fps`` are measured over the last few seconds and are ``None`` unless LIVE.
+    ``restarts`` counts automatic restarts (exit or stall), not ordered ones.
+    """
+
+    relay_id: str
+    state: RelayState
+    bitrate_kbps: float | None
+    fps: float | None
+    bytes_sent: int
+    restarts: int
+    since: float
+    last_error: str | None
+    log: tuple[str, ...]
+    pid: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form for reporting; ``log`` is left out (read the field)."""
+        return {
+            "relayId": self.relay_id,
+            "state": self.state.value,
+            "bitrateKbps": self.bitrate_kbps,
+            "fps": self.fps,
+            "bytesSent": self.bytes_sent,
+            "restarts": self.restarts,
+            "since": self.since,
+            "lastError": self.last_error,
+            "pid": self.pid,
+        }

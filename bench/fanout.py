@@ -1,0 +1,244 @@
+"""Fan-out benchmark: rig's per-destination relays against nginx-rtmp's own `push`.
+
+One run on this machine: a 6 Mb/s 720p30 stream (2-s GOP, pre-encoded, replayed with -c copy so
+the publisher costs nearly nothing) is fanned out to N destinations on a local nginx-rtmp sink,
+(a) through rig's Supervisor (one ffmpeg -c copy relay per leg) and (b) through `push` lines in
+the ingest nginx. Prints CPU % of one core and memory per leg, the ratios, and the time until a
+viewer at a destination decodes its first frame, against a publisher pushing there directly.
+
+    .venv/bin/python -m bench.fanout [--legs 1 4 10] [--seconds 10]
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from agents.node.relay import RelaySpec
+from agents.node.supervisor import Supervisor
+
+TICK = os.sysconf("SC_CLK_TCK")
+NGINX_CONF = """
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+{user}
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+lock_file {prefix}/nginx.lock;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 512; }}
+rtmp {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{port};
+        chunk_size 4096;
+        application {app} {{
+            live on;
+            record off;
+            wait_video on;
+            wait_key on;
+{push}
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Nginx:
+    def __init__(self, root: Path, name: str, app: str, push: list[str] | None = None) -> None:
+        self.prefix = root / name
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = self.prefix / "nginx.conf"
+        push_lines = "\n".join(f"            push {url};" for url in push or [])
+        conf.write_text(
+            NGINX_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                prefix=self.prefix,
+                port=self.port,
+                app=app,
+                push=push_lines,
+            )
+        )
+        self.process = subprocess.Popen(
+            ["nginx", "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "e.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(pids: list[int], seconds: float) -> tuple[float, float]:
+    """CPU % of one core over the window, and PSS in MiB at its end, summed over pids."""
+    before = sum(cpu_ticks(pid) for pid in pids)
+    time.sleep(seconds)
+    after = sum(cpu_ticks(pid) for pid in pids)
+    cpu = (after - before) / TICK / seconds * 100
+    return cpu, sum(pss_kib(pid) for pid in pids) / 1024
+
+
+def make_source(root: Path) -> Path:
+    source = root / "source.flv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "20",
+         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-maxrate", "6M",
+         "-bufsize", "6M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
+         "-c:a", "aac", "-b:a", "128k", str(source)],
+        check=True,
+    )  # fmt: skip
+    return source
+
+
+def publisher(source: Path, url: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-re", "-stream_loop", "-1", "-i", str(source),
+         "-c", "copy", "-f", "flv", url],
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def viewer(url: str) -> subprocess.Popen:
+    """A viewer that decodes one video frame and exits; it may connect before the publisher."""
+    return subprocess.Popen(
+        ["ffmpeg", "-v", "error", "-i", url, "-map", "0:v:0", "-frames:v", "1", "-f", "null", "-"],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def latency(kind: str, source: Path, root: Path) -> float:
+    """Seconds from publisher start to a viewer's first decoded frame at the destination."""
+    sink = Nginx(root, f"lat-sink-{kind}", "dest")
+    target = f"rtmp://127.0.0.1:{sink.port}/dest/{kind}"
+    ingest = supervisor = None
+    try:
+        viewer_url = target
+        if kind == "direct":
+            publish_url = target
+        elif kind == "push":
+            ingest = Nginx(root, f"lat-ingest-{kind}", "live", push=[target])
+            publish_url = f"rtmp://127.0.0.1:{ingest.port}/live/src"
+        else:
+            ingest = Nginx(root, f"lat-ingest-{kind}", "live")
+            publish_url = f"rtmp://127.0.0.1:{ingest.port}/live/src"
+            supervisor = Supervisor()
+        watching = viewer(viewer_url)
+        time.sleep(1)  # connected and waiting for the stream
+        started = time.monotonic()
+        pub = publisher(source, publish_url)
+        if supervisor is not None:  # the agent starts relays as the publisher arrives
+            supervisor.add(RelaySpec("lat", publish_url, target))
+        try:
+            watching.wait(30)
+            return time.monotonic() - started
+        finally:
+            pub.terminate()
+            pub.wait(5)
+    finally:
+        if supervisor is not None:
+            supervisor.shutdown()
+        if ingest is not None:
+            ingest.stop()
+        sink.stop()
+
+
+def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tuple[float, float]:
+    """CPU % and PSS MiB attributable to the fan-out of `legs` destinations."""
+    sink = Nginx(root, f"sink-{kind}-{legs}", "dest")
+    targets = [f"rtmp://127.0.0.1:{sink.port}/dest/{kind}{i}" for i in range(legs)]
+    ingest = Nginx(root, f"ingest-{kind}-{legs}", "live", push=targets if kind == "push" else [])
+    source_url = f"rtmp://127.0.0.1:{ingest.port}/live/src"
+    pub = publisher(source, source_url)
+    supervisor = Supervisor() if kind == "rig" else None
+    try:
+        time.sleep(2)
+        if supervisor is not None:
+            for i, target in enumerate(targets):
+                supervisor.add(RelaySpec(f"leg{i}", source_url, target))
+        time.sleep(4)  # every leg connected and past its first GOP
+        pids = [ingest.process.pid]
+        if supervisor is not None:
+            pids += [s.pid for s in supervisor.states() if s.pid]
+            assert len(pids) == legs + 1, "not every relay is running"
+        return measure(pids, seconds)
+    finally:
+        if supervisor is not None:
+            supervisor.shutdown()
+        pub.terminate()
+        pub.wait(5)
+        ingest.stop()
+        sink.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--legs", type=int, nargs="+", default=[1, 4, 10])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rig-bench-") as tmp:
+        root = Path(tmp)
+        source = make_source(root)
+        base_cpu, base_mem = fanout("push", 0, source, root, args.seconds)
+        print(
+            f"ingest with a 6 Mb/s publisher and no legs: {base_cpu:.2f}% CPU, {base_mem:.1f} MiB"
+        )
+        print(
+            f"{'legs':>4} | {'rig CPU%/leg':>12} {'rig MiB/leg':>11} | "
+            f"{'push CPU%/leg':>13} {'push MiB/leg':>12} | {'CPU ratio':>9} {'mem ratio':>9}"
+        )
+        for legs in args.legs:
+            rig_cpu, rig_mem = fanout("rig", legs, source, root, args.seconds)
+            push_cpu, push_mem = fanout("push", legs, source, root, args.seconds)
+            rig_leg = ((rig_cpu - base_cpu) / legs, (rig_mem - base_mem) / legs)
+            push_leg = ((push_cpu - base_cpu) / legs, (push_mem - base_mem) / legs)
+            print(
+                f"{legs:>4} | {rig_leg[0]:>12.2f} {rig_leg[1]:>11.1f} | "
+                f"{push_leg[0]:>13.2f} {push_leg[1]:>12.2f} | "
+                f"{rig_leg[0] / max(push_leg[0], 0.01):>8.1f}x "
+                f"{rig_leg[1] / max(push_leg[1], 0.01):>8.1f}x"
+            )
+        direct = latency("direct", source, root)
+        print("first decoded frame at the destination, publisher starting at 0:")
+        print(f"  direct push      {direct:.2f}s  (baseline)")
+        for kind in ("rig", "push"):
+            value = latency(kind, source, root)
+            print(f"  via {kind:<12} {value:.2f}s  ({value / direct:.2f}x, +{value - direct:.2f}s)")
+
+
+if __name__ == "__main__":
+    main()

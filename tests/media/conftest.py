@@ -1,0 +1,141 @@
+"""Fixtures for the end-to-end media tests: the whole rig on loopback.
+
+Control plane: pytest-django's live_server (real HTTP, real Postgres). Worker: a real `celery
+worker` on the real Redis. Ingest: a private nginx-rtmp from deploy/'s template whose hooks call
+the live server. Agent: `python -m agents.node agent` as a child process. Destinations: two
+separate nginx-rtmp "platforms" standing in for YouTube and Twitch."""
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from rest_framework.test import APIClient
+
+from agents.models import IngestNode
+from agents.node.ingest import IngestConfig, NginxIngest
+from tests.conftest import ROOT, client_for
+from tests.factories import UserFactory, node_create
+from tests.media.harness import Platform, free_port, publish, stop
+
+pytestmark = pytest.mark.media
+
+
+@pytest.fixture
+def youtube(tmp_path: Path) -> Iterator[Platform]:
+    platform = Platform(tmp_path, "yt").start()
+    yield platform
+    platform.stop()
+
+
+@pytest.fixture
+def twitch(tmp_path: Path) -> Iterator[Platform]:
+    platform = Platform(tmp_path, "tw").start()
+    yield platform
+    platform.stop()
+
+
+@dataclass
+class RigNode:
+    node: IngestNode
+    token: str
+    ingest: NginxIngest
+    root: Path
+    env: dict[str, str]
+    agent: subprocess.Popen | None = None
+    publishers: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def rtmp_port(self) -> int:
+        return self.ingest.cfg.rtmp_port
+
+    def publish_url(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/live/{key}"
+
+    def publish(self, key: str) -> subprocess.Popen:
+        process = publish(
+            self.publish_url(key), self.root / f"publisher-{len(self.publishers)}.log"
+        )
+        self.publishers.append(process)
+        return process
+
+    def start_agent(self) -> subprocess.Popen:
+        log = (self.root / "agent.log").open("ab")
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "agents.node", "agent"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self.agent
+
+    def stop_agent(self, sig: int = signal.SIGTERM) -> None:
+        if self.agent and self.agent.poll() is None:
+            self.agent.send_signal(sig)
+            try:
+                self.agent.wait(10)
+            except subprocess.TimeoutExpired:
+                self.agent.kill()
+                self.agent.wait()
+
+    def agent_log(self) -> str:
+        path = self.root / "agent.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture
+def rig(
+    live_server, celery_worker_process, youtube: Platform, twitch: Platform, settings, tmp_path
+) -> Iterator[RigNode]:
+    settings.RIG_SERVICE_INGEST = {
+        **settings.RIG_SERVICE_INGEST,
+        "YouTube": youtube.base_url,
+        "Twitch": twitch.base_url,
+    }
+    control_url = live_server.url.replace("localhost", "127.0.0.1")
+    agent_port = free_port()
+    node, token = node_create(
+        "e2e", rtmp_url="rtmp://127.0.0.1/live", agent_url=f"http://127.0.0.1:{agent_port}"
+    )
+    cfg = IngestConfig(
+        prefix=tmp_path / "ingest",
+        rtmp_port=free_port(),
+        rtmp_bind="127.0.0.1",
+        http_port=free_port(),
+        hook_base_url=f"{control_url}/agents/hooks/{token}",
+    )
+    env = {
+        **os.environ,
+        "RIG_CONTROL_URL": control_url,
+        "RIG_NODE_TOKEN": token,
+        "RIG_RTMP_PORT": str(cfg.rtmp_port),
+        "RIG_NGINX_HTTP_PORT": str(cfg.http_port),
+        "RIG_AGENT_LISTEN": f"127.0.0.1:{agent_port}",
+        "RIG_AGENT_POLL_S": "5",
+        "RIG_AGENT_REPORT_S": "1",
+        "RIG_RELAY_BACKOFF_INITIAL_S": "0.5",
+        "RIG_RELAY_BACKOFF_MAX_S": "2",
+    }
+    ingest = NginxIngest(cfg)
+    ingest.start()
+    rig = RigNode(node=node, token=token, ingest=ingest, root=tmp_path, env=env)
+    rig.start_agent()
+    try:
+        yield rig
+    finally:
+        for process in rig.publishers:
+            stop(process)
+        rig.stop_agent()
+        ingest.stop()
+        if os.environ.get("RIG_E2E_SHOW_LOGS"):
+            print(rig.agent_log())
+
+
+@pytest.fixture
+def streamer(transactional_db: None) -> APIClient:
+    return client_for(UserFactory.create(username="streamer"))

@@ -1,0 +1,200 @@
+"""Real processes for the media tests: stand-in platforms, publishers, viewers, process lookup."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PLATFORM_CONF = """
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+{user}
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+lock_file {prefix}/nginx.lock;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 256; }}
+rtmp {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{rtmp_port};
+        application {app} {{ live on; record off; }}
+    }}
+}}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{http_port};
+        location /stat {{ rtmp_stat all; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until predicate() is truthy; return its value, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class Platform:
+    """A stand-in for YouTube or Twitch: an nginx-rtmp application that accepts publishers."""
+
+    def __init__(self, root: Path, app: str) -> None:
+        self.app = app
+        self.prefix = root / f"platform-{app}"
+        self.rtmp_port = free_port()
+        self.http_port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/{self.app}"
+
+    def start(self) -> "Platform":
+        self.prefix.mkdir(parents=True, exist_ok=True)
+        conf = self.prefix / "nginx.conf"
+        conf.write_text(
+            PLATFORM_CONF.format(
+                user="user root;" if os.geteuid() == 0 else "",
+                prefix=self.prefix,
+                rtmp_port=self.rtmp_port,
+                http_port=self.http_port,
+                app=self.app,
+            )
+        )
+        self.process = subprocess.Popen(
+            ["nginx", "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "e.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: _port_open(self.rtmp_port), 10, 0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def publishers(self) -> dict[str, tuple[int, int]]:
+        """Publishing stream name -> (nginx client id, bytes received so far)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.http_port}/stat", timeout=2
+            ) as response:
+                root = ET.fromstring(response.read())  # noqa: S314 - our own nginx
+        except OSError:
+            return {}
+        found = {}
+        for stream in root.iter("stream"):
+            for client in stream.iter("client"):
+                if client.find("publishing") is not None:
+                    found[stream.findtext("name", "")] = (
+                        int(client.findtext("id", "0")),
+                        int(stream.findtext("bytes_in", "0")),
+                    )
+        return found
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def publish(url: str, log: Path) -> subprocess.Popen:
+    """OBS stand-in: a test pattern with sound, H.264/AAC, 2-s GOP, in real time."""
+    return subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-re",
+         "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60",
+         "-b:v", "800k", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )  # fmt: skip
+
+
+def viewer_frames(url: str, out: Path, seconds: float = 4.5) -> dict[str, int]:
+    """What a viewer at the destination decodes in a few seconds: frames per media type.
+
+    Longer than two GOPs (2 s here): stream copy starts video at the next keyframe."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-rw_timeout",
+         "8000000", "-i", url, "-t", str(seconds), "-map", "0", "-c", "copy", "-f", "flv",
+         str(out)],
+        timeout=30, check=False, capture_output=True,
+    )  # fmt: skip
+    if not out.exists():
+        return {}
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+         "stream=codec_type,nb_read_frames", "-of", "csv=p=0", str(out)],
+        timeout=30, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    frames: dict[str, int] = {}
+    for line in probe.stdout.split():
+        kind, _, count = line.partition(",")
+        if count.isdigit():
+            frames[kind] = frames.get(kind, 0) + int(count)
+    return frames
+
+
+def ffmpeg_pids(fragment: str) -> list[int]:
+    """ffmpeg processes whose command line contains fragment (a destination URL part)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"ffmpeg") and any(fragment.encode() in a for a in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def stop(process: subprocess.Popen | None, timeout: float = 5) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

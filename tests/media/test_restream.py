@@ -1,0 +1,224 @@
+"""OBS pushes once; rig restreams live to every active destination, each leg isolated.
+
+Everything here is real: nginx-rtmp ingest and platforms, ffmpeg publisher, relays and viewers,
+the API over HTTP, Celery on Redis, and the agent as its own process. Assertions are what a
+viewer at each destination would see."""
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.media.conftest import RigNode
+from tests.media.harness import Platform, ffmpeg_pids, kill, viewer_frames, wait_until
+
+pytestmark = [pytest.mark.media, pytest.mark.timeout(240)]
+
+
+def _create_stream(client: APIClient, **keys: str) -> dict[str, Any]:
+    stream = client.post("/streams/").json()["payload"]
+    stream["destinationIds"] = {}
+    for service, key in keys.items():
+        response = client.post(
+            f"/streams/{stream['id']}/destination",
+            {"service": service, "streamKey": key},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+        stream["destinationIds"][service] = response.json()["payload"]["id"]
+    return stream
+
+
+def _detail(client: APIClient, stream_id: str) -> dict[str, Any]:
+    return client.get(f"/streams/{stream_id}").json()["payload"]
+
+
+def _relay_states(client: APIClient, stream_id: str) -> dict[str, str]:
+    status = _detail(client, stream_id)["provisionStatus"] or {}
+    return {d["service"]: d["state"] for d in status.get("destinations", [])}
+
+
+def _sees_audio_and_video(platform: Platform, key: str, out: Path) -> bool:
+    frames = viewer_frames(f"{platform.base_url}/{key}", out)
+    return frames.get("video", 0) > 10 and frames.get("audio", 0) > 10
+
+
+@pytest.fixture
+def live_stream(rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform):
+    """A stream with YouTube and Twitch destinations, published and relayed to both."""
+    stream = _create_stream(streamer, YouTube="ytkey", Twitch="twkey")
+    publisher = rig.publish(stream["streamKey"])
+    wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
+    wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
+    return stream, publisher
+
+
+def test_publish_fans_out_to_both_and_ends_cleanly(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream, tmp_path
+) -> None:
+    stream, publisher = live_stream
+    assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
+    assert _sees_audio_and_video(twitch, "twkey", tmp_path / "tw.flv")
+    wait_until(
+        lambda: _relay_states(streamer, stream["id"]) == {"YouTube": "live", "Twitch": "live"}, 15
+    )
+
+    def measured() -> dict[str, Any] | None:
+        detail = _detail(streamer, stream["id"])
+        relays = detail["provisionStatus"]["destinations"]
+        ok = all((r["bitrateKbps"] or 0) > 100 and (r["fps"] or 0) > 20 for r in relays)
+        return detail if ok else None
+
+    detail = wait_until(measured, 15)
+    assert detail["isStreaming"] is True
+    status = detail["provisionStatus"]
+    assert status["state"] == "live"
+    assert status["node"] == "e2e"
+    for relay in status["destinations"]:
+        assert relay["bytesSent"] > 0
+        assert "key" not in (relay["lastError"] or "")
+
+    publisher.terminate()  # the streamer stops
+    publisher.wait(10)
+    ended = time.monotonic()
+    wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 10)
+    stopped_after = time.monotonic() - ended
+    detail = wait_until(
+        lambda: (d := _detail(streamer, stream["id"]))["isStreaming"] is False and d, 10
+    )
+    assert detail["provisionStatus"]["state"] == "stopped"
+    assert detail["provisionStatus"]["reason"] == "publisher disconnected"
+    assert stopped_after < 5, f"relays outlived the stream by {stopped_after:.1f}s"
+
+
+def test_refused_publishers_and_the_live_one_keeps_going(
+    rig: RigNode, streamer: APIClient, youtube: Platform, live_stream, tmp_path
+) -> None:
+    stream, publisher = live_stream
+    rotated = _create_stream(streamer)
+    streamer.post(f"/streams/{rotated['id']}/changeKey")
+    inactive = _create_stream(streamer)
+    streamer.patch(f"/streams/{inactive['id']}", {"isActive": False}, format="json")
+
+    refused = {
+        "unknown key": rig.publish("no-such-key"),
+        "rotated key": rig.publish(rotated["streamKey"]),
+        "deactivated": rig.publish(inactive["streamKey"]),
+        "second publisher": rig.publish(stream["streamKey"]),
+    }
+    for name, process in refused.items():
+        assert process.wait(20) != 0, f"{name} was let in"
+    assert publisher.poll() is None  # the live publisher was never disturbed
+    for other in (rotated, inactive):
+        assert _detail(streamer, other["id"])["isStreaming"] is False
+    assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
+
+
+def test_killed_relay_comes_back_and_the_other_never_stops(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream, tmp_path
+) -> None:
+    stream, _ = live_stream
+    yt_client, yt_bytes = youtube.publishers()["ytkey"]
+    tw_client, _ = twitch.publishers()["twkey"]
+    [pid] = ffmpeg_pids("twkey")
+    kill(pid)
+    killed = time.monotonic()
+    wait_until(lambda: twitch.publishers().get("twkey", (tw_client,))[0] != tw_client, 10, 0.1)
+    back_after = time.monotonic() - killed
+    assert _sees_audio_and_video(twitch, "twkey", tmp_path / "tw.flv")
+    assert back_after < 5, f"relay back after {back_after:.1f}s"
+    client, bytes_now = youtube.publishers()["ytkey"]
+    assert client == yt_client and bytes_now > yt_bytes  # YouTube's leg never reconnected
+    relays = wait_until(
+        lambda: (
+            (s := _detail(streamer, stream["id"])["provisionStatus"]["destinations"])
+            and all(r["state"] == "live" for r in s)
+            and s
+        ),
+        15,
+    )
+    assert {r["service"]: r["restarts"] for r in relays}["Twitch"] >= 1
+
+
+def test_destination_down_then_back_reconnects_by_itself(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream, tmp_path
+) -> None:
+    stream, _ = live_stream
+    yt_client, _ = youtube.publishers()["ytkey"]
+    twitch.stop()  # Twitch ingest goes away for a while
+    wait_until(lambda: _relay_states(streamer, stream["id"]).get("Twitch") != "live", 20)
+    detail = _detail(streamer, stream["id"])
+    assert detail["provisionStatus"]["state"] == "degraded"
+    time.sleep(4)
+    twitch.start()
+    wait_until(lambda: "twkey" in twitch.publishers(), 20)
+    assert _sees_audio_and_video(twitch, "twkey", tmp_path / "tw.flv")
+    assert youtube.publishers()["ytkey"][0] == yt_client  # YouTube never noticed
+    twitch_status = next(
+        d
+        for d in _detail(streamer, stream["id"])["provisionStatus"]["destinations"]
+        if d["service"] == "Twitch"
+    )
+    assert "twkey" not in (twitch_status["lastError"] or "")
+
+
+def test_add_and_disable_destination_mid_stream(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, tmp_path
+) -> None:
+    stream = _create_stream(streamer, YouTube="ytkey")
+    rig.publish(stream["streamKey"])
+    wait_until(lambda: "ytkey" in youtube.publishers(), 20)
+    yt_client, _ = youtube.publishers()["ytkey"]
+
+    added_at = time.monotonic()
+    response = streamer.post(
+        f"/streams/{stream['id']}/destination",
+        {"service": "Twitch", "streamKey": "addedkey"},
+        format="json",
+    )
+    destination_id = response.json()["payload"]["id"]
+    wait_until(lambda: "addedkey" in twitch.publishers(), 10, 0.05)
+    print(f"added destination receiving after {time.monotonic() - added_at:.2f}s")
+    assert _sees_audio_and_video(twitch, "addedkey", tmp_path / "added.flv")
+
+    streamer.patch(
+        f"/streams/{stream['id']}/destinations/{destination_id}",
+        {"isActive": False},
+        format="json",
+    )
+    wait_until(
+        lambda: "addedkey" not in twitch.publishers() and not ffmpeg_pids("addedkey"), 10, 0.05
+    )
+    assert youtube.publishers()["ytkey"][0] == yt_client  # untouched throughout
+    assert _relay_states(streamer, stream["id"])["Twitch"] == "disabled"
+
+
+def test_change_key_while_live_drops_the_publisher(
+    rig: RigNode, streamer: APIClient, live_stream
+) -> None:
+    stream, publisher = live_stream
+    changed_at = time.monotonic()
+    streamer.post(f"/streams/{stream['id']}/changeKey")
+    publisher.wait(10)  # documented bound: on_update every 5 s; the agent drops it sooner
+    dropped_after = time.monotonic() - changed_at
+    print(f"publisher dropped {dropped_after:.2f}s after changeKey")
+    wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 10)
+    detail = _detail(streamer, stream["id"])
+    assert detail["isStreaming"] is False
+    assert detail["provisionStatus"]["reason"] == "stream key changed"
+
+
+def test_agent_restart_resumes_relays_and_leaves_no_orphans(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream, tmp_path
+) -> None:
+    rig.stop_agent(signal.SIGTERM)
+    assert not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey")  # no orphan after a stop
+    rig.start_agent()
+    wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
+    wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
+    assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
+    rig.stop_agent(signal.SIGKILL)  # even a hard kill takes its relays with it
+    wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 5)

@@ -1,0 +1,605 @@
+"""Tests for agents.node.supervisor against real ffmpeg relays on loopback.
+
+A private nginx-rtmp (its own prefix, pid, logs and a free port) has two applications: ``live``,
+where an ffmpeg test pattern is published as the source, and ``dest``, which the relays push to
+and ffprobe plays back from. Destinations that must come and go, or speak TLS, sit behind a
+small in-process TCP/TLS proxy in front of ``dest``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
+from agents.node.supervisor import Supervisor
+
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+FFPROBE = shutil.which("ffprobe") or "ffprobe"
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+REPO = Path(__file__).resolve().parents[2]
+
+# Small numbers so that every path (backoff, FAILED, stall) is reached within seconds.
+FAST = {
+    "backoff_initial": 0.3,
+    "backoff_max": 1.0,
+    "live_window": 2.5,
+    "stall_timeout": 5.0,
+    "failed_after": 3,
+}
+
+T = TypeVar("T")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(what: str, check: Callable[[], T | None], timeout: float) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {value!r}")
+        time.sleep(0.05)
+
+
+def wait_state(
+    sup: Supervisor,
+    relay_id: str,
+    state: RelayState,
+    timeout: float,
+    also: Callable[[RelaySnapshot], bool] = lambda _: True,
+) -> RelaySnapshot:
+    def check() -> RelaySnapshot | None:
+        snap = sup.get_state(relay_id)
+        return snap if snap.state is state and also(snap) else None
+
+    try:
+        return wait_until(f"{relay_id} {state.value}", check, timeout)
+    except AssertionError as error:
+        snap = sup.get_state(relay_id)
+        log = "\n".join(snap.log[-15:])
+        raise AssertionError(f"{error}\nnow: {snap.as_dict()}\nlog:\n{log}") from None
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie (killed, not reaped by whoever inherited it) is dead."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def probe(url: str) -> dict[str, tuple[str, int]]:
+    """Play ``url`` for ~2 s of media: codec type -> (codec name, frames decoded)."""
+    result = subprocess.run(
+        [
+            FFPROBE,
+            *("-v", "error", "-rw_timeout", "5000000", "-read_intervals", "%+2"),
+            *("-count_frames", "-show_entries", "stream=codec_type,codec_name,nb_read_frames"),
+            *("-of", "json", url),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    streams = json.loads(result.stdout)["streams"]
+    return {s["codec_type"]: (s["codec_name"], int(s.get("nb_read_frames", 0))) for s in streams}
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class Recorder:
+    """An ``on_change`` callback that keeps every snapshot it is given."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.snapshots: list[RelaySnapshot] = []
+
+    def __call__(self, snapshot: RelaySnapshot) -> None:
+        with self._lock:
+            self.snapshots.append(snapshot)
+
+    def states(self, relay_id: str) -> list[RelayState]:
+        with self._lock:
+            return [s.state for s in self.snapshots if s.relay_id == relay_id]
+
+
+class Proxy:
+    """Forwards connections on 127.0.0.1:``port`` to ``upstream``; terminates TLS if asked.
+
+    asyncio rather than threads because an ``ssl.SSLSocket`` must not be read and written from
+    two threads at once.
+    """
+
+    def __init__(self, port: int, upstream: int, tls: ssl.SSLContext | None = None) -> None:
+        self.connections = 0
+        self._upstream = upstream
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", port, ssl=tls)
+        )
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(
+            pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True
+        )
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ingest:
+    port: int
+
+    @property
+    def source(self) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/live/src"
+
+    def dest(self, key: str) -> str:
+        return f"rtmp://127.0.0.1:{self.port}/dest/{key}"
+
+
+@pytest.fixture(scope="module")
+def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
+    """A private nginx-rtmp with a test pattern (video + audio) published to ``live/src``."""
+    if not (shutil.which(FFMPEG) and shutil.which(FFPROBE) and Path(NGINX).exists()):
+        pytest.skip("needs ffmpeg, ffprobe and nginx")
+    if not RTMP_MODULE.exists():
+        pytest.skip("needs the nginx RTMP module")
+    prefix = tmp_path_factory.mktemp("nginx")
+    port = free_port()
+    (prefix / "nginx.conf").write_text(
+        f"""
+load_module {RTMP_MODULE};
+daemon off;
+master_process off;
+pid {prefix}/nginx.pid;
+lock_file {prefix}/nginx.lock;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 256; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        application live {{ live on; }}
+        application dest {{ live on; }}
+    }}
+}}
+"""
+    )
+    nginx = subprocess.Popen(
+        [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", "nginx.conf"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    publisher: subprocess.Popen[bytes] | None = None
+    try:
+
+        def listening() -> bool:
+            assert nginx.poll() is None, (prefix / "error.log").read_text()
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until("nginx to listen", listening, 10)
+        ingest = Ingest(port)
+        with (prefix / "publisher.log").open("wb") as log:
+            publisher = subprocess.Popen(
+                [
+                    FFMPEG,
+                    *("-hide_banner", "-nostdin", "-loglevel", "error", "-re"),
+                    *("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"),
+                    *("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"),
+                    *("-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"),
+                    # A one-second GOP keeps probing and keyframe waits short in the tests.
+                    *("-g", "30", "-b:v", "1M", "-c:a", "aac", "-b:a", "96k"),
+                    *("-f", "flv", ingest.source),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+
+        def publishing() -> bool:
+            assert publisher is not None and publisher.poll() is None, "publisher died"
+            try:
+                return set(probe(ingest.source)) == {"video", "audio"}
+            except AssertionError:
+                return False
+
+        wait_until("the test pattern to be live", publishing, 20)
+        yield ingest
+    finally:
+        if publisher is not None:
+            stop_process(publisher)
+        stop_process(nginx)
+
+
+@pytest.fixture
+def make_supervisor() -> Iterator[Callable[..., Supervisor]]:
+    """Supervisors with FAST settings, all shut down at the end whatever happened."""
+    made: list[Supervisor] = []
+
+    def make(**settings: object) -> Supervisor:
+        sup = Supervisor(ffmpeg=FFMPEG, **{**FAST, **settings})  # type: ignore[arg-type]
+        made.append(sup)
+        return sup
+
+    yield make
+    for sup in made:
+        sup.shutdown(timeout=3)
+
+
+@pytest.fixture
+def tls_context(tmp_path: Path) -> ssl.SSLContext:
+    if not shutil.which("openssl"):
+        pytest.skip("needs openssl to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+# --- without media -------------------------------------------------------------------------
+
+
+def test_bad_settings_and_unknown_relays() -> None:
+    with pytest.raises(ValueError):
+        Supervisor(backoff_initial=0)
+    with pytest.raises(ValueError):
+        Supervisor(backoff_initial=5, backoff_max=1)
+    with pytest.raises(ValueError):
+        Supervisor(failed_after=0)
+    sup = Supervisor()
+    for call in (sup.get_state, sup.stop, sup.start, sup.restart, sup.remove):
+        with pytest.raises(KeyError):
+            call("nope")
+    with pytest.raises(KeyError):
+        sup.update(RelaySpec("nope", "rtmp://127.0.0.1:1/live/x", "rtmp://127.0.0.1:1/a/b"))
+    with pytest.raises(ValueError):
+        spec = RelaySpec("x", "rtmp://127.0.0.1:1/live/x", "rtmp://127.0.0.1:1/a/b")
+        sup.reconcile([spec, spec])
+    assert sup.states() == [] and sup.specs() == {}
+    sup.shutdown()
+
+
+def test_missing_ffmpeg_is_retried_and_reported(tmp_path: Path) -> None:
+    recorder = Recorder()
+    sup = Supervisor(ffmpeg=str(tmp_path / "no-ffmpeg"), on_change=recorder, **FAST)  # type: ignore[arg-type]
+    spec = RelaySpec("s:d", "rtmp://127.0.0.1:1/live/x", "rtmp://127.0.0.1:1/app/SeCrEt")
+    try:
+        sup.add(spec)
+        with pytest.raises(ValueError):
+            sup.add(spec)
+        snap = wait_state(sup, "s:d", RelayState.FAILED, 10)
+        assert snap.last_error is not None and "could not start ffmpeg" in snap.last_error
+        assert snap.restarts >= 2 and snap.pid is None
+        assert recorder.states("s:d")[:3] == [
+            RelayState.STARTING,
+            RelayState.RECONNECTING,
+            RelayState.FAILED,
+        ]
+        assert "SeCrEt" not in repr(snap)
+    finally:
+        sup.shutdown()
+    assert sup.get_state("s:d").state is RelayState.STOPPED
+    assert recorder.states("s:d")[-1] is RelayState.STOPPED
+    with pytest.raises(RuntimeError):
+        sup.add(RelaySpec("other", spec.source_url, spec.target_url))
+
+
+# --- real relays ---------------------------------------------------------------------------
+
+
+@pytest.mark.media
+def test_relay_goes_live_and_destination_gets_video_and_audio(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    recorder = Recorder()
+    sup = make_supervisor(on_change=recorder)
+    sup.add(RelaySpec("s1:yt", ingest.source, ingest.dest("live-key-1")))
+    snap = wait_state(sup, "s1:yt", RelayState.LIVE, 15)
+    assert snap.pid is not None and alive(snap.pid)
+    assert recorder.states("s1:yt") == [RelayState.STARTING, RelayState.LIVE]
+
+    streams = probe(ingest.dest("live-key-1"))
+    assert streams["video"][0] == "h264" and streams["video"][1] > 10
+    assert streams["audio"][0] == "aac" and streams["audio"][1] > 10
+
+    snap = wait_state(sup, "s1:yt", RelayState.LIVE, 5, also=lambda s: s.bytes_sent > 100_000)
+    assert snap.bitrate_kbps is not None and 300 < snap.bitrate_kbps < 5000
+    assert snap.fps is not None and snap.fps > 10
+    assert snap.restarts == 0 and snap.last_error is None
+
+
+@pytest.mark.media
+def test_killed_relay_restarts_without_disturbing_another(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    recorder = Recorder()
+    sup = make_supervisor(on_change=recorder)
+    sup.add(RelaySpec("s1:a", ingest.source, ingest.dest("kill-a")))
+    sup.add(RelaySpec("s1:b", ingest.source, ingest.dest("kill-b")))
+    victim = wait_state(sup, "s1:a", RelayState.LIVE, 15)
+    before = wait_state(sup, "s1:b", RelayState.LIVE, 15)
+    assert victim.pid is not None
+
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    back = wait_state(
+        sup, "s1:a", RelayState.LIVE, 10, also=lambda s: s.restarts == 1 and s.pid != victim.pid
+    )
+    recovery = time.monotonic() - killed_at
+    assert recovery < 8, f"took {recovery:.1f}s"
+    assert back.last_error is not None and "SIGKILL" in back.last_error
+    assert any("restarting in" in line for line in back.log)
+
+    after = sup.get_state("s1:b")
+    assert after.state is RelayState.LIVE and after.pid == before.pid and after.restarts == 0
+    assert after.bytes_sent > before.bytes_sent
+    assert recorder.states("s1:b") == [RelayState.STARTING, RelayState.LIVE]
+    states_a = recorder.states("s1:a")
+    assert states_a[-2:] == [RelayState.RECONNECTING, RelayState.LIVE]
+
+
+@pytest.mark.media
+def test_destination_down_fails_then_recovers_by_itself(
+    ingest: Ingest,
+    make_supervisor: Callable[..., Supervisor],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agents.node.supervisor")
+    recorder = Recorder()
+    sup = make_supervisor(on_change=recorder, failed_after=2)
+    key = "sk_live_0123456789abcdef"
+    port = free_port()  # nothing listens here until the proxy below
+    target = f"rtmp://127.0.0.1:{port}/dest/{key}?auth=tok3n"
+    sup.add(RelaySpec("s1:down", ingest.source, target))
+
+    wait_state(sup, "s1:down", RelayState.RECONNECTING, 15)
+    failed = wait_state(sup, "s1:down", RelayState.FAILED, 20)
+    assert failed.last_error is not None and "Connection refused" in failed.last_error
+
+    proxy = Proxy(port, ingest.port)
+    try:
+        live = wait_state(sup, "s1:down", RelayState.LIVE, 15)
+        assert proxy.connections >= 1
+        assert set(probe(ingest.dest(key))) == {"video", "audio"}
+    finally:
+        proxy.close()
+
+    states = recorder.states("s1:down")
+    assert states[0] is RelayState.STARTING and states[-1] is RelayState.LIVE
+    assert RelayState.RECONNECTING in states and RelayState.FAILED in states
+    texts = [json.dumps(s.as_dict()) + "\n".join(s.log) for s in [*recorder.snapshots, live]]
+    texts += [record.getMessage() for record in caplog.records]
+    for text in texts:
+        for secret in (key, "tok3n", target):
+            assert secret not in text
+    assert any("/dest/***" in line for line in live.log)  # redacted, still useful
+
+
+@pytest.mark.media
+def test_muted_destination_gets_no_audio(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_supervisor()
+    sup.add(RelaySpec("s1:mute", ingest.source, ingest.dest("muted"), mute=True))
+    wait_state(sup, "s1:mute", RelayState.LIVE, 15)
+    streams = probe(ingest.dest("muted"))
+    assert set(streams) == {"video"} and streams["video"][1] > 10
+
+
+@pytest.mark.media
+def test_rtmps_target(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor], tls_context: ssl.SSLContext
+) -> None:
+    port = free_port()
+    proxy = Proxy(port, ingest.port, tls=tls_context)
+    try:
+        sup = make_supervisor()
+        sup.add(RelaySpec("s1:tls", ingest.source, f"rtmps://127.0.0.1:{port}/dest/tls-key"))
+        wait_state(sup, "s1:tls", RelayState.LIVE, 15)
+        assert proxy.connections >= 1  # it really went through the TLS listener
+        assert set(probe(ingest.dest("tls-key"))) == {"video", "audio"}
+    finally:
+        proxy.close()
+
+
+@pytest.mark.media
+def test_stalled_relay_degrades_then_is_restarted(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_supervisor(live_window=1.5, stall_timeout=3.0)
+    sup.add(RelaySpec("s1:stall", ingest.source, ingest.dest("stall")))
+    snap = wait_state(sup, "s1:stall", RelayState.LIVE, 15)
+    assert snap.pid is not None
+    os.kill(snap.pid, signal.SIGSTOP)  # alive but silent: only the supervisor can notice
+    try:
+        degraded = wait_state(sup, "s1:stall", RelayState.RECONNECTING, 5)
+        assert degraded.pid == snap.pid  # degraded before the process was killed
+        back = wait_state(
+            sup, "s1:stall", RelayState.LIVE, 15, also=lambda s: s.pid not in (None, snap.pid)
+        )
+    finally:
+        if alive(snap.pid):
+            os.kill(snap.pid, signal.SIGCONT)
+    assert back.restarts == 1
+    assert back.last_error is not None and back.last_error.startswith("stalled")
+    assert not alive(snap.pid)
+
+
+@pytest.mark.media
+def test_update_and_reconcile(ingest: Ingest, make_supervisor: Callable[..., Supervisor]) -> None:
+    sup = make_supervisor()
+    a = RelaySpec("s1:a", ingest.source, ingest.dest("upd-a"))
+    b = RelaySpec("s1:b", ingest.source, ingest.dest("upd-b"))
+    c = RelaySpec("s2:c", ingest.source, ingest.dest("upd-c"))
+    sup.reconcile([a, b, c])
+    pids: dict[str, int] = {}
+    for relay_id in ("s1:a", "s1:b", "s2:c"):
+        pid = wait_state(sup, relay_id, RelayState.LIVE, 15).pid
+        assert pid is not None
+        pids[relay_id] = pid
+
+    sup.update(RelaySpec("s1:a", ingest.source, ingest.dest("upd-a")))  # equal: no restart
+    time.sleep(0.5)  # a restart would have begun within one tick (0.2 s)
+    assert sup.get_state("s1:a").pid == pids["s1:a"]
+    assert sup.get_state("s1:a").state is RelayState.LIVE
+
+    a2 = RelaySpec("s1:a", ingest.source, ingest.dest("upd-a2"))
+    sup.update(a2)
+    new_a = wait_state(sup, "s1:a", RelayState.LIVE, 15, also=lambda s: s.pid != pids["s1:a"])
+    assert new_a.restarts == 0  # ordered, not a failure
+    assert not alive(pids["s1:a"])
+    assert sup.specs()["s1:a"] == a2
+    assert sup.get_state("s1:b").pid == pids["s1:b"]
+    assert sup.get_state("s2:c").pid == pids["s2:c"]
+
+    d = RelaySpec("s1:d", ingest.source, ingest.dest("upd-d"))
+    sup.reconcile([a2, d], scope=lambda relay_id: relay_id.startswith("s1:"))
+    assert set(sup.specs()) == {"s1:a", "s1:d", "s2:c"}  # s2:c out of scope: kept
+    wait_until("s1:b's ffmpeg to exit", lambda: not alive(pids["s1:b"]), 10)
+    wait_state(sup, "s1:d", RelayState.LIVE, 15)
+    assert sup.get_state("s1:a").pid == new_a.pid
+    assert sup.get_state("s2:c").pid == pids["s2:c"]
+
+    sup.stop("s1:d")
+    stopped = wait_state(sup, "s1:d", RelayState.STOPPED, 10, also=lambda s: s.pid is None)
+    assert "s1:d" in sup.specs() and stopped.bitrate_kbps is None
+    sup.reconcile([a2, d])  # no scope: everything not desired goes; desired runs again
+    assert set(sup.specs()) == {"s1:a", "s1:d"}
+    wait_until("s2:c's ffmpeg to exit", lambda: not alive(pids["s2:c"]), 10)
+    wait_until("s1:d to start again", lambda: sup.get_state("s1:d").pid is not None, 10)
+
+
+@pytest.mark.media
+def test_shutdown_leaves_no_ffmpeg_running(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_supervisor()
+    sup.add(RelaySpec("s1:x", ingest.source, ingest.dest("bye-x")))
+    sup.add(RelaySpec("s1:y", ingest.source, ingest.dest("bye-y")))
+    sup.add(RelaySpec("s1:z", ingest.source, "rtmp://127.0.0.1:1/dest/nowhere"))
+    pids = [wait_state(sup, r, RelayState.LIVE, 15).pid for r in ("s1:x", "s1:y")]
+    pids.append(wait_until("z's pid", lambda: sup.get_state("s1:z").pid, 10))
+    sup.remove("s1:y")  # removed relays are shut down too, even if still stopping
+    started = time.monotonic()
+    sup.shutdown(timeout=5)
+    assert time.monotonic() - started < 6
+    for pid in pids:
+        assert pid is not None and not alive(pid)
+    assert all(s.state is RelayState.STOPPED and s.pid is None for s in sup.states())
+
+
+@pytest.mark.media
+def test_children_die_with_the_agent() -> None:
+    """The agent dies without shutdown(): PR_SET_PDEATHSIG must take its ffmpeg down.
+
+    The source accepts the connection and never answers, so ffmpeg sits quietly in its RTMP
+    handshake: nothing but the death signal would end it within the 10 s read timeout (it
+    writes nothing, so it cannot die of a broken pipe either).
+    """
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        source = f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/src"
+        script = f"""
+import os, time
+from agents.node.relay import RelaySpec
+from agents.node.supervisor import Supervisor
+sup = Supervisor(ffmpeg={FFMPEG!r})
+sup.add(RelaySpec("s:d", {source!r}, "rtmp://127.0.0.1:1/dest/orphan"))
+deadline = time.monotonic() + 10
+while sup.get_state("s:d").pid is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+time.sleep(0.3)  # let ffmpeg get into its handshake
+print(sup.get_state("s:d").pid, flush=True)
+os._exit(0)
+"""
+        agent = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        pid = int(agent.stdout.strip())
+        try:
+            wait_until(f"orphaned ffmpeg {pid} to die", lambda: not alive(pid), 2)
+        finally:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
