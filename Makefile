@@ -9,12 +9,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg
 
 # `make up` defaults: one machine is control plane and ingest node (override any of them).
-export RIG_API_BIND ?= 127.0.0.1:8000
-export RIG_CONTROL_URL ?= http://$(RIG_API_BIND)
-export RIG_RTMP_PORT ?= 1935
-export RIG_INGEST_URL ?= rtmp://127.0.0.1:$(RIG_RTMP_PORT)/live
-export RIG_AGENT_LISTEN ?= 127.0.0.1:8091
-export RIG_NODE_TOKEN_FILE ?= $(RUN)/node.token
+# Exported to `make up` only: `make test` must not inherit a node token file or fixed ports.
+up: export RIG_API_BIND ?= 127.0.0.1:8000
+up: export RIG_CONTROL_URL ?= http://$(RIG_API_BIND)
+up: export RIG_RTMP_PORT ?= 1935
+up: export RIG_INGEST_URL ?= rtmp://127.0.0.1:$(RIG_RTMP_PORT)/live
+up: export RIG_AGENT_LISTEN ?= 127.0.0.1:8091
+up: export RIG_NODE_TOKEN_FILE ?= $(RUN)/node.token
 
 # `make test` talks to the real Postgres and Redis at their default local addresses.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig

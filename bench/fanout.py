@@ -11,7 +11,6 @@ viewer at a destination decodes its first frame, against a publisher pushing the
 
 import argparse
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,76 +18,16 @@ from pathlib import Path
 
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
+from tests.media.harness import Platform
 
 TICK = os.sysconf("SC_CLK_TCK")
-NGINX_CONF = """
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-{user}
-daemon off;
-master_process off;
-pid {prefix}/nginx.pid;
-lock_file {prefix}/nginx.lock;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 512; }}
-rtmp {{
-    access_log off;
-    server {{
-        listen 127.0.0.1:{port};
-        chunk_size 4096;
-        application {app} {{
-            live on;
-            record off;
-            wait_video on;
-            wait_key on;
-{push}
-        }}
-    }}
-}}
-"""
+INGEST = ["wait_video on;", "wait_key on;"]  # as deploy/nginx-rtmp.conf.template has them
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-class Nginx:
-    def __init__(self, root: Path, name: str, app: str, push: list[str] | None = None) -> None:
-        self.prefix = root / name
-        self.prefix.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        conf = self.prefix / "nginx.conf"
-        push_lines = "\n".join(f"            push {url};" for url in push or [])
-        conf.write_text(
-            NGINX_CONF.format(
-                user="user root;" if os.geteuid() == 0 else "",
-                prefix=self.prefix,
-                port=self.port,
-                app=app,
-                push=push_lines,
-            )
-        )
-        self.process = subprocess.Popen(
-            ["nginx", "-p", str(self.prefix), "-c", str(conf), "-e", str(self.prefix / "e.log")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(5)
+def nginx(root: Path, app: str, push: list[str] | None = None) -> Platform:
+    """A private nginx-rtmp: the sink of every leg, or a bare ingest (with `push` lines)."""
+    directives = [*INGEST, *(f"push {url};" for url in push or [])] if app == "live" else []
+    return Platform(root, app, directives).start()
 
 
 def cpu_ticks(pid: int) -> int:
@@ -143,19 +82,19 @@ def viewer(url: str) -> subprocess.Popen:
 
 def latency(kind: str, source: Path, root: Path) -> float:
     """Seconds from publisher start to a viewer's first decoded frame at the destination."""
-    sink = Nginx(root, f"lat-sink-{kind}", "dest")
-    target = f"rtmp://127.0.0.1:{sink.port}/dest/{kind}"
+    sink = nginx(root, "dest")
+    target = f"rtmp://127.0.0.1:{sink.rtmp_port}/dest/{kind}"
     ingest = supervisor = None
     try:
         viewer_url = target
         if kind == "direct":
             publish_url = target
         elif kind == "push":
-            ingest = Nginx(root, f"lat-ingest-{kind}", "live", push=[target])
-            publish_url = f"rtmp://127.0.0.1:{ingest.port}/live/src"
+            ingest = nginx(root, "live", push=[target])
+            publish_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
         else:
-            ingest = Nginx(root, f"lat-ingest-{kind}", "live")
-            publish_url = f"rtmp://127.0.0.1:{ingest.port}/live/src"
+            ingest = nginx(root, "live")
+            publish_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
             supervisor = Supervisor()
         watching = viewer(viewer_url)
         time.sleep(1)  # connected and waiting for the stream
@@ -179,10 +118,10 @@ def latency(kind: str, source: Path, root: Path) -> float:
 
 def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tuple[float, float]:
     """CPU % and PSS MiB attributable to the fan-out of `legs` destinations."""
-    sink = Nginx(root, f"sink-{kind}-{legs}", "dest")
-    targets = [f"rtmp://127.0.0.1:{sink.port}/dest/{kind}{i}" for i in range(legs)]
-    ingest = Nginx(root, f"ingest-{kind}-{legs}", "live", push=targets if kind == "push" else [])
-    source_url = f"rtmp://127.0.0.1:{ingest.port}/live/src"
+    sink = nginx(root, "dest")
+    targets = [f"rtmp://127.0.0.1:{sink.rtmp_port}/dest/{kind}{i}" for i in range(legs)]
+    ingest = nginx(root, "live", push=targets if kind == "push" else [])
+    source_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
     pub = publisher(source, source_url)
     supervisor = Supervisor() if kind == "rig" else None
     try:
@@ -191,7 +130,7 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
             for i, target in enumerate(targets):
                 supervisor.add(RelaySpec(f"leg{i}", source_url, target))
         time.sleep(4)  # every leg connected and past its first GOP
-        pids = [ingest.process.pid]
+        pids = [ingest.pid]
         if supervisor is not None:
             pids += [s.pid for s in supervisor.states() if s.pid]
             assert len(pids) == legs + 1, "not every relay is running"

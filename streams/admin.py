@@ -22,3 +22,10 @@ class StreamAdmin(admin.ModelAdmin):
 class RelayAdmin(admin.ModelAdmin):
     list_display = ["destination", "state", "bitrate_kbps", "restarts", "updated_at"]
     list_filter = ["state"]
+
+
+@admin.register(Destination)
+class DestinationAdmin(admin.ModelAdmin):
+    list_display = ["id", "stream", "service", "is_active", "is_muted", "created_at"]
+    list_filter = ["service", "is_active"]
+    exclude = ["stream_key"]  # a platform key is a secret: not shown on admin screens

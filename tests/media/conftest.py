@@ -109,8 +109,9 @@ def rig(
         http_port=free_port(),
         hook_base_url=f"{control_url}/agents/hooks/{token}",
     )
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RIG_")}
     env = {
-        **os.environ,
+        **inherited,
         "RIG_CONTROL_URL": control_url,
         "RIG_NODE_TOKEN": token,
         "RIG_RTMP_PORT": str(cfg.rtmp_port),

@@ -25,7 +25,12 @@ rtmp {{
     access_log off;
     server {{
         listen 127.0.0.1:{rtmp_port};
-        application {app} {{ live on; record off; }}
+        chunk_size 4096;
+        application {app} {{
+            live on;
+            record off;
+{directives}
+        }}
     }}
 }}
 http {{
@@ -62,14 +67,22 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 
 class Platform:
-    """A stand-in for YouTube or Twitch: an nginx-rtmp application that accepts publishers."""
+    """A stand-in for YouTube or Twitch: an nginx-rtmp application that accepts publishers.
 
-    def __init__(self, root: Path, app: str) -> None:
+    Extra application directives (e.g. `push rtmp://...;`) make it a bare ingest for bench/."""
+
+    def __init__(self, root: Path, app: str, directives: list[str] | None = None) -> None:
         self.app = app
-        self.prefix = root / f"platform-{app}"
+        self.directives = directives or []
+        self.prefix = root / f"platform-{app}-{free_port()}"
         self.rtmp_port = free_port()
         self.http_port = free_port()
         self.process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
 
     @property
     def base_url(self) -> str:
@@ -85,6 +98,7 @@ class Platform:
                 rtmp_port=self.rtmp_port,
                 http_port=self.http_port,
                 app=self.app,
+                directives="\n".join(f"            {line}" for line in self.directives),
             )
         )
         self.process = subprocess.Popen(
