@@ -134,6 +134,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("RIG_CELERY_QUEUE", "rig")
+# Tasks are nudges: with the broker down, fail at once rather than hold up an nginx hook.
+CELERY_TASK_PUBLISH_RETRY = False
 
 # Where OBS connects when no ingest node has been chosen yet (a node's own URL wins).
 RIG_INGEST_URL = env_str("RIG_INGEST_URL", "rtmp://127.0.0.1:1935/live")

@@ -5,6 +5,7 @@ Whenever a live stream's desired fan-out changes, the serving node is nudged aft
 /agents/config, so a lost nudge only delays convergence until the agent's next poll.
 """
 
+import logging
 import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,18 +23,26 @@ from streams.selectors import stream_by_key
 if TYPE_CHECKING:
     from agents.models import IngestNode
 
+logger = logging.getLogger(__name__)
+
 
 def new_stream_key() -> str:
     """128 bits from the OS CSPRNG: 22 URL-safe characters."""
     return secrets.token_urlsafe(16)
 
 
-def _nudge_after_commit(node_id: int | None) -> None:
-    if node_id is None:
-        return
+def _send_nudge(node_id: int) -> None:
     from agents.tasks import node_nudge  # tasks import services: avoid the cycle at import time
 
-    transaction.on_commit(lambda: node_nudge.delay(node_id))
+    try:
+        node_nudge.delay(node_id)
+    except Exception:  # broker down: a hint lost, not a request failed; the agent polls anyway
+        logger.warning("could not enqueue a nudge for node %s", node_id, exc_info=True)
+
+
+def _nudge_after_commit(node_id: int | None) -> None:
+    if node_id is not None:
+        transaction.on_commit(lambda: _send_nudge(node_id))
 
 
 def _nudge_if_live(stream: Stream) -> None:

@@ -133,3 +133,19 @@ def test_nudge_travels_through_real_broker_and_worker(
     while not calls and time.monotonic() < deadline:
         time.sleep(0.05)
     assert calls == [("/reconcile", f"Bearer {node.token_hash}")]
+
+
+def test_broker_down_never_fails_a_publish(
+    node_and_token, alice_stream: Stream, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    """With Redis unreachable the publish still succeeds; the agent's poll provisions it."""
+
+    def broker_down(node_id: int) -> None:
+        raise OSError("Connection refused")
+
+    monkeypatch.setattr(node_nudge, "delay", broker_down)
+    _, token = node_and_token
+    with django_capture_on_commit_callbacks(execute=True):
+        assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
+    alice_stream.refresh_from_db()
+    assert alice_stream.is_streaming
