@@ -144,6 +144,11 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
         sink.stop()
 
 
+def ratio(rig: float, push: float) -> str:
+    """rig/push, or n/a where push's share is below what the window can resolve."""
+    return f"{rig / push:.1f}x" if push >= 0.01 else "n/a"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--legs", type=int, nargs="+", default=[1, 4, 10])
@@ -168,8 +173,7 @@ def main() -> None:
             print(
                 f"{legs:>4} | {rig_leg[0]:>12.2f} {rig_leg[1]:>11.1f} | "
                 f"{push_leg[0]:>13.2f} {push_leg[1]:>12.2f} | "
-                f"{rig_leg[0] / max(push_leg[0], 0.01):>8.1f}x "
-                f"{rig_leg[1] / max(push_leg[1], 0.01):>8.1f}x"
+                f"{ratio(rig_leg[0], push_leg[0]):>9} {ratio(rig_leg[1], push_leg[1]):>9}"
             )
         direct = latency("direct", source, root)
         print("first decoded frame at the destination, publisher starting at 0:")

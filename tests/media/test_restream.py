@@ -196,19 +196,28 @@ def test_add_and_disable_destination_mid_stream(
     assert _relay_states(streamer, stream["id"])["Twitch"] == "disabled"
 
 
-def test_change_key_while_live_drops_the_publisher(
-    rig: RigNode, streamer: APIClient, live_stream
+REVOCATIONS = {
+    "changeKey": lambda c, sid: c.post(f"/streams/{sid}/changeKey"),
+    "deactivate": lambda c, sid: c.patch(f"/streams/{sid}", {"isActive": False}, format="json"),
+    "delete": lambda c, sid: c.delete(f"/streams/{sid}"),
+}
+
+
+@pytest.mark.parametrize("action", list(REVOCATIONS))
+def test_revoking_a_live_stream_drops_the_publisher(
+    rig: RigNode, streamer: APIClient, live_stream, action: str
 ) -> None:
     stream, publisher = live_stream
-    changed_at = time.monotonic()
-    streamer.post(f"/streams/{stream['id']}/changeKey")
-    publisher.wait(10)  # documented bound: on_update every 5 s; the agent drops it sooner
-    dropped_after = time.monotonic() - changed_at
-    print(f"publisher dropped {dropped_after:.2f}s after changeKey")
+    revoked_at = time.monotonic()
+    assert REVOCATIONS[action](streamer, stream["id"]).status_code == 200
+    publisher.wait(10)  # documented bound: the agent's next poll (5 s); the nudge is sooner
+    print(f"{action}: publisher dropped {time.monotonic() - revoked_at:.2f}s later")
     wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 10)
-    detail = _detail(streamer, stream["id"])
-    assert detail["isStreaming"] is False
-    assert detail["provisionStatus"]["reason"] == "stream key changed"
+    if action != "delete":
+        detail = _detail(streamer, stream["id"])
+        assert detail["isStreaming"] is False
+        reason = {"changeKey": "stream key changed", "deactivate": "stream deactivated"}[action]
+        assert detail["provisionStatus"]["reason"] == reason
 
 
 def test_agent_restart_resumes_relays_and_leaves_no_orphans(
