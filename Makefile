@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN := .run
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg
+APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg openssl
 
 # `make up` defaults: one machine is control plane and ingest node (override any of them).
 # Exported to `make up` only: `make test` must not inherit a node token file or fixed ports.
@@ -32,6 +32,7 @@ system-deps:
 	@missing=""; \
 	command -v nginx >/dev/null || missing=1; \
 	command -v ffmpeg >/dev/null || missing=1; \
+	command -v openssl >/dev/null || missing=1; \
 	[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing=1; \
 	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing=1; \
 	if [ -n "$$missing" ]; then \

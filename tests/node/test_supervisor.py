@@ -209,9 +209,9 @@ class Ingest:
 def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
     """A private nginx-rtmp with a test pattern (video + audio) published to ``live/src``."""
     if not (shutil.which(FFMPEG) and shutil.which(FFPROBE) and Path(NGINX).exists()):
-        pytest.skip("needs ffmpeg, ffprobe and nginx")
+        pytest.fail("needs ffmpeg, ffprobe and nginx: `make test` installs them")
     if not RTMP_MODULE.exists():
-        pytest.skip("needs the nginx RTMP module")
+        pytest.fail("needs the nginx RTMP module: `make test` installs it")
     prefix = tmp_path_factory.mktemp("nginx")
     port = free_port()
     (prefix / "nginx.conf").write_text(
@@ -224,6 +224,7 @@ lock_file {prefix}/nginx.lock;
 error_log {prefix}/error.log warn;
 events {{ worker_connections 256; }}
 rtmp {{
+    access_log off;  # its default is the system nginx's log, and it would record stream keys
     server {{
         listen 127.0.0.1:{port};
         application live {{ live on; }}
@@ -298,7 +299,7 @@ def make_supervisor() -> Iterator[Callable[..., Supervisor]]:
 @pytest.fixture
 def tls_context(tmp_path: Path) -> ssl.SSLContext:
     if not shutil.which("openssl"):
-        pytest.skip("needs openssl to make a certificate")
+        pytest.fail("needs openssl to make a certificate: `make test` installs it")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         [
