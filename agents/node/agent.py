@@ -114,7 +114,10 @@ class Agent:
         self.supervisor.reconcile(desired)
         for name in publishers - set(keys.values()):
             logger.info("dropping a publisher whose key is no longer live here")
-            ingest.drop_publisher(self.config.stat_url, name)
+            try:
+                ingest.drop_publisher(self.config.stat_url, name)
+            except (OSError, RuntimeError) as error:  # retried on the next reconcile
+                logger.warning("could not drop a revoked publisher: %s", error)
         self._report_now.set()
 
     def _publishers(self) -> set[str]:
@@ -131,6 +134,8 @@ class Agent:
             except ControlPlaneError as error:
                 # Keep what runs: a control-plane blip must not take streams down.
                 logger.warning("reconcile skipped: %s", error)
+            except Exception:  # never let the loop die: the next poll tries again
+                logger.exception("reconcile failed")
             self._wake.wait(self.config.poll_interval)
 
     # --- reporting --------------------------------------------------------------------------
@@ -176,6 +181,8 @@ class Agent:
                 self.control.report(self.status_report(), publishers)
             except ControlPlaneError as error:
                 logger.warning("status report failed: %s", error)
+            except Exception:  # never let the loop die: the next period tries again
+                logger.exception("status report failed")
 
     # --- nudge listener ---------------------------------------------------------------------
 
