@@ -29,6 +29,7 @@ import pytest
 
 from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
 from agents.node.supervisor import Supervisor
+from tests.media.harness import Platform
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -195,60 +196,37 @@ class Proxy:
 
 @dataclass(frozen=True)
 class Ingest:
-    port: int
+    """The relays' source (`live`, with a test pattern published) and their destinations."""
+
+    live: Platform
+    sink: Platform
 
     @property
     def source(self) -> str:
-        return f"rtmp://127.0.0.1:{self.port}/live/src"
+        return f"{self.live.base_url}/src"
+
+    @property
+    def dest_port(self) -> int:
+        return self.sink.rtmp_port
 
     def dest(self, key: str) -> str:
-        return f"rtmp://127.0.0.1:{self.port}/dest/{key}"
+        return f"{self.sink.base_url}/{key}"
 
 
 @pytest.fixture(scope="module")
 def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
-    """A private nginx-rtmp with a test pattern (video + audio) published to ``live/src``."""
+    """Private nginx-rtmps: a test pattern (video + audio) on ``live/src``, and a sink."""
     if not (shutil.which(FFMPEG) and shutil.which(FFPROBE) and Path(NGINX).exists()):
         pytest.fail("needs ffmpeg, ffprobe and nginx: `make test` installs them")
     if not RTMP_MODULE.exists():
         pytest.fail("needs the nginx RTMP module: `make test` installs it")
     prefix = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    (prefix / "nginx.conf").write_text(
-        f"""
-load_module {RTMP_MODULE};
-daemon off;
-master_process off;
-pid {prefix}/nginx.pid;
-lock_file {prefix}/nginx.lock;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
-rtmp {{
-    access_log off;  # its default is the system nginx's log, and it would record stream keys
-    server {{
-        listen 127.0.0.1:{port};
-        application live {{ live on; }}
-        application dest {{ live on; }}
-    }}
-}}
-"""
-    )
-    nginx = subprocess.Popen(
-        [NGINX, "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", "nginx.conf"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    live, sink = Platform(prefix, "live"), Platform(prefix, "dest")
     publisher: subprocess.Popen[bytes] | None = None
     try:
-
-        def listening() -> bool:
-            assert nginx.poll() is None, (prefix / "error.log").read_text()
-            with socket.socket() as sock:
-                return sock.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until("nginx to listen", listening, 10)
-        ingest = Ingest(port)
+        live.start()
+        sink.start()
+        ingest = Ingest(live, sink)
         with (prefix / "publisher.log").open("wb") as log:
             publisher = subprocess.Popen(
                 [
@@ -278,7 +256,8 @@ rtmp {{
     finally:
         if publisher is not None:
             stop_process(publisher)
-        stop_process(nginx)
+        live.stop()
+        sink.stop()
 
 
 @pytest.fixture
@@ -435,7 +414,7 @@ def test_destination_down_fails_then_recovers_by_itself(
     failed = wait_state(sup, "s1:down", RelayState.FAILED, 20)
     assert failed.last_error is not None and "Connection refused" in failed.last_error
 
-    proxy = Proxy(port, ingest.port)
+    proxy = Proxy(port, ingest.dest_port)
     try:
         live = wait_state(sup, "s1:down", RelayState.LIVE, 15)
         assert proxy.connections >= 1
@@ -470,7 +449,7 @@ def test_rtmps_target(
     ingest: Ingest, make_supervisor: Callable[..., Supervisor], tls_context: ssl.SSLContext
 ) -> None:
     port = free_port()
-    proxy = Proxy(port, ingest.port, tls=tls_context)
+    proxy = Proxy(port, ingest.dest_port, tls=tls_context)
     try:
         sup = make_supervisor()
         sup.add(RelaySpec("s1:tls", ingest.source, f"rtmps://127.0.0.1:{port}/dest/tls-key"))
@@ -581,6 +560,7 @@ def test_children_die_with_the_agent() -> None:
 import os, time
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
+from tests.media.harness import Platform
 sup = Supervisor(ffmpeg={FFMPEG!r})
 sup.add(RelaySpec("s:d", {source!r}, "rtmp://127.0.0.1:1/dest/orphan"))
 deadline = time.monotonic() + 10
