@@ -101,13 +101,14 @@ class PublishHookApi(APIView):
         if node is None:
             raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
         key, client_id, app = (_first(request, field) for field in ("name", "clientid", "app"))
+        client_id = client_id[:32]  # the model's width; nginx's ids are small integers
         if app != INGEST_APP and event != "publish_done":
             raise not_found("Application")
         started = time.perf_counter()
         if event == "publish":
-            stream_services.publish_start(node=node, key=key, client_id=client_id[:32])
+            stream_services.publish_start(node=node, key=key, client_id=client_id)
         elif event == "publish_done":
-            stream_services.publish_end(node=node, key=key, client_id=client_id[:32])
+            stream_services.publish_end(node=node, key=key, client_id=client_id)
         else:
             raise not_found("Hook")
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
