@@ -5,7 +5,7 @@ from typing import Any
 
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,7 +13,17 @@ from rest_framework.views import APIView
 from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
-from rig.api import ApiError, ErrorCode, StrictCharField, StrictInput, not_found, ok, parse
+from rig.api import (
+    ApiError,
+    ErrorCode,
+    StrictBooleanField,
+    StrictCharField,
+    StrictInput,
+    StrictIntegerField,
+    not_found,
+    ok,
+    parse,
+)
 from streams import services as stream_services
 
 INGEST_APP = "live"
@@ -63,6 +73,11 @@ class _StreamReport(serializers.Serializer):
     relays = serializers.ListField(child=_RelayReport(), max_length=200)
 
 
+class _LoadReport(StrictInput):
+    relays = StrictIntegerField(min_value=0, max_value=100_000)
+    loadAvg1 = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=1e6)
+
+
 class AgentStatusApi(_NodeEndpoint):
     class InputSerializer(StrictInput):
         streams = serializers.ListField(child=_StreamReport(), max_length=2000)
@@ -70,11 +85,15 @@ class AgentStatusApi(_NodeEndpoint):
         publishers = serializers.ListField(
             child=StrictCharField(max_length=64), max_length=2000, required=False
         )
+        load = _LoadReport(required=False)
 
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         accepted = services.node_report(
-            node=_node(request), streams=data["streams"], publishers=data.get("publishers")
+            node=_node(request),
+            streams=data["streams"],
+            publishers=data.get("publishers"),
+            load=data.get("load"),
         )
         return ok("Status recorded", {"relays": accepted})
 
@@ -113,3 +132,34 @@ class PublishHookApi(APIView):
             raise not_found("Hook")
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         return ok("OK", {"event": event, "ms": elapsed_ms})
+
+
+# --- operators (staff users): nodes, their load and health, drain ----------------------------
+
+
+class NodeListApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    def get(self, request: Request) -> Response:
+        return ok("Ingest nodes", selectors.node_list())
+
+
+class NodeDetailApi(APIView):
+    permission_classes = [IsAdminUser]
+
+    class UpdateSerializer(StrictInput):
+        isDraining = StrictBooleanField(required=False)
+        capacity = StrictIntegerField(min_value=0, max_value=100_000, required=False)
+
+    _FIELDS = {"isDraining": "is_draining", "capacity": "capacity"}
+
+    def get(self, request: Request, node_id: str) -> Response:
+        node = selectors.node_get(node_id=node_id)
+        return ok("Ingest node", selectors.node_detail(node=node))
+
+    def patch(self, request: Request, node_id: str) -> Response:
+        node = selectors.node_get(node_id=node_id)
+        data = parse(self.UpdateSerializer, request)
+        changes = {self._FIELDS[name]: value for name, value in data.items()}
+        node = services.node_update(node=node, changes=changes)
+        return ok("Ingest node updated", selectors.node_detail(node=node))

@@ -26,7 +26,13 @@ class IngestNode(models.Model):
     hostname = models.CharField(max_length=255, blank=True)
     capacity = models.PositiveIntegerField(default=100, help_text="Most relays it may run")
     is_draining = models.BooleanField(default=False)
+    # Heartbeat: the agent's report every few seconds, with what it runs.
     last_seen_at = models.DateTimeField(null=True, blank=True)
+    relays_running = models.PositiveIntegerField(default=0)
+    load_avg = models.FloatField(null=True, blank=True)
+    # Set when heartbeats stopped for RIG_NODE_STALE_S (its sessions were ended); cleared by
+    # the next heartbeat.
+    lost_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,11 +1,17 @@
-"""Reads for the agent API: a node's live streams and a stream's relay configuration."""
+"""Reads for the agent API (a node's live streams, a stream's relay configuration) and the
+operators' view of nodes."""
 
+from datetime import datetime
 from typing import Any
+
+from django.conf import settings
+from django.db.models import Count
+from django.utils import timezone
 
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import not_found
 from streams.destinations import rtmp_url
-from streams.models import Stream
+from streams.models import Destination, Stream
 from streams.selectors import stream_by_key
 
 
@@ -28,6 +34,7 @@ def agent_config_for_key(*, key: str) -> list[dict[str, Any]]:
             "rtmpUrl": rtmp_url(d.service, d.stream_key, d.server_url),
             "isActive": d.is_active,
             "isMuted": d.is_muted,
+            "restartSeq": d.restart_seq,  # changes when the user asks for a restart
         }
         for d in stream.destinations.order_by("id")
     ]
@@ -37,3 +44,78 @@ def node_live_streams(*, node: IngestNode) -> list[dict[str, str]]:
     """What should be live on this node right now: the agent's desired set of streams."""
     streams = Stream.objects.filter(node=node, is_streaming=True, is_active=True).order_by("id")
     return [{"streamID": str(s.id), "streamKey": s.stream_key} for s in streams]
+
+
+def node_health(node: IngestNode, now: datetime) -> str:
+    """healthy, stale (heartbeats late, not yet declared lost), lost, or unknown (never seen)."""
+    if node.lost_at is not None:
+        return "lost"
+    if node.last_seen_at is None:
+        return "unknown"
+    if (now - node.last_seen_at).total_seconds() > settings.RIG_NODE_STALE_S:
+        return "stale"
+    return "healthy"
+
+
+def node_get(*, node_id: str) -> IngestNode:
+    if not str(node_id).isdigit() or len(str(node_id)) > 18:
+        raise not_found("Node")
+    node = IngestNode.objects.filter(pk=int(node_id)).first()
+    if node is None:
+        raise not_found("Node")
+    return node
+
+
+def node_loads(nodes: list[IngestNode]) -> dict[int, dict[str, int]]:
+    """Live sessions and the relays they want, per node: two grouped queries for any number."""
+    ids = [node.pk for node in nodes]
+    streams = dict(
+        Stream.objects.filter(node_id__in=ids, is_streaming=True)
+        .values_list("node_id")
+        .annotate(n=Count("id"))
+        .values_list("node_id", "n")
+    )
+    relays = dict(
+        Destination.objects.filter(
+            stream__node_id__in=ids, stream__is_streaming=True, is_active=True
+        )
+        .values_list("stream__node_id")
+        .annotate(n=Count("id"))
+        .values_list("stream__node_id", "n")
+    )
+    return {pk: {"streams": streams.get(pk, 0), "relays": relays.get(pk, 0)} for pk in ids}
+
+
+def node_payload(node: IngestNode, load: dict[str, int], now: datetime) -> dict[str, Any]:
+    age = (now - node.last_seen_at).total_seconds() if node.last_seen_at else None
+    return {
+        "id": node.pk,
+        "name": node.name,
+        "region": node.region,
+        "hostname": node.hostname,
+        "rtmpUrl": node.rtmp_url,
+        "capacity": node.capacity,
+        "isDraining": node.is_draining,
+        "health": node_health(node, now),
+        "lastSeen": node.last_seen_at.isoformat() if node.last_seen_at else None,
+        "heartbeatAgeS": round(age, 1) if age is not None else None,
+        "lostAt": node.lost_at.isoformat() if node.lost_at else None,
+        "load": {
+            "streams": load["streams"],
+            "relays": load["relays"],
+            "relaysRunning": node.relays_running,
+            "loadAvg1": node.load_avg,
+            "utilization": round(load["relays"] / node.capacity, 3) if node.capacity else None,
+        },
+    }
+
+
+def node_list() -> list[dict[str, Any]]:
+    nodes = list(IngestNode.objects.order_by("name"))
+    loads = node_loads(nodes)
+    now = timezone.now()
+    return [node_payload(node, loads[node.pk], now) for node in nodes]
+
+
+def node_detail(*, node: IngestNode) -> dict[str, Any]:
+    return node_payload(node, node_loads([node])[node.pk], timezone.now())

@@ -1,14 +1,19 @@
-"""Changes made by nodes: relay status reports and publisher liveness."""
+"""Changes made by nodes (relay status reports, heartbeats, publisher liveness) and by
+operators and the node watch (drain, lost nodes)."""
 
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agents.models import IngestNode
 from streams import services as stream_services
 from streams.models import Destination, Relay, Stream
+
+logger = logging.getLogger(__name__)
 
 _RELAY_FIELDS = ["state", "bitrate_kbps", "fps", "bytes_sent", "restarts", "since", "last_error"]
 
@@ -19,13 +24,23 @@ def _since(epoch: float | None) -> datetime | None:
 
 @transaction.atomic
 def node_report(
-    *, node: IngestNode, streams: list[dict[str, Any]], publishers: list[str] | None = None
+    *,
+    node: IngestNode,
+    streams: list[dict[str, Any]],
+    publishers: list[str] | None = None,
+    load: dict[str, Any] | None = None,
 ) -> int:
     """Store what a node says about its relays; reports for streams it doesn't serve are ignored.
 
-    ``publishers`` (what nginx-rtmp receives right now) keeps live sessions vouched for, and
-    ends those whose publisher vanished without on_publish_done (nginx restarted, crashed)."""
-    IngestNode.objects.filter(pk=node.pk).update(last_seen_at=timezone.now())
+    Every report is the node's heartbeat. ``publishers`` (what nginx-rtmp receives right now)
+    keeps live sessions vouched for, and ends those whose publisher vanished without
+    on_publish_done (nginx restarted, crashed)."""
+    heartbeat: dict[str, Any] = {"last_seen_at": timezone.now(), "lost_at": None}
+    if load is not None:
+        heartbeat.update(relays_running=load.get("relays", 0), load_avg=load.get("loadAvg1"))
+    IngestNode.objects.filter(pk=node.pk).update(**heartbeat)
+    if node.lost_at is not None:
+        logger.info("node %s reports again after being lost", node.name)
     if publishers is not None:
         stream_services.publishers_seen(node=node, keys=publishers)
     keys = [report["streamKey"] for report in streams]
@@ -63,3 +78,38 @@ def node_report(
         update_fields=[*_RELAY_FIELDS, "log", "updated_at"],
     )
     return len(rows)
+
+
+def nodes_mark_lost() -> list[str]:
+    """Nodes whose heartbeats stopped for RIG_NODE_STALE_S are lost: their sessions end, their
+    publishers reconnect elsewhere, and when the node reports again its agent is told (by
+    /agents/streams) to stop what it still runs. Safe to run twice or in two workers at once."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.RIG_NODE_STALE_S)
+    stale = IngestNode.objects.filter(lost_at__isnull=True, last_seen_at__lt=cutoff)
+    lost = []
+    for pk in stale.values_list("pk", flat=True):
+        with transaction.atomic():
+            node = stale.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if node is None:  # reported meanwhile, or another worker has it
+                continue
+            node.lost_at = now
+            node.save(update_fields=["lost_at"])
+            ended = stream_services.sessions_end_on_lost_node(node=node)
+            silent = (now - node.last_seen_at).total_seconds() if node.last_seen_at else None
+            logger.warning(
+                "node %s lost: no heartbeat for %.1f s; %d live sessions ended",
+                node.name,
+                silent or 0.0,
+                len(ended),
+            )
+            lost.append(node.name)
+    return lost
+
+
+def node_update(*, node: IngestNode, changes: dict[str, Any]) -> IngestNode:
+    """An operator's change: drain (no new publishes, live ones go on) or capacity."""
+    for field, value in changes.items():
+        setattr(node, field, value)
+    node.save(update_fields=list(changes))
+    return node

@@ -8,6 +8,7 @@ import urllib.request
 from celery import shared_task
 from django.conf import settings
 
+from agents import services
 from agents.models import IngestNode
 
 logger = logging.getLogger(__name__)
@@ -28,3 +29,9 @@ def node_nudge(node_id: int) -> bool:
     )
     with urllib.request.urlopen(request, timeout=settings.RIG_NUDGE_TIMEOUT_S) as response:  # noqa: S310
         return bool(200 <= response.status < 300)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def nodes_check() -> list[str]:
+    """Beat task: mark nodes whose heartbeats stopped as lost (see services.nodes_mark_lost)."""
+    return services.nodes_mark_lost()

@@ -91,6 +91,15 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictIntegerField(serializers.IntegerField):
+    """Only JSON integers: "5", 5.0 and true are not integers."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
 class StrictInput(serializers.Serializer):
     """Base for request bodies: the body must be an object and may not carry unknown fields."""
 

@@ -136,6 +136,17 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("RIG_CELERY_QUEUE", "rig")
 # Tasks are nudges: with the broker down, fail at once rather than hold up an nginx hook.
 CELERY_TASK_PUBLISH_RETRY = False
+# Node heartbeats: agents report every 2 s; a node silent for RIG_NODE_STALE_S is lost (its
+# sessions end), checked every RIG_NODE_CHECK_S by `celery beat`.
+RIG_NODE_STALE_S = env_int("RIG_NODE_STALE_S", 10)
+RIG_NODE_CHECK_S = env_int("RIG_NODE_CHECK_S", 5)
+CELERY_BEAT_SCHEDULE = {
+    "nodes-check": {
+        "task": "agents.tasks.nodes_check",
+        "schedule": float(RIG_NODE_CHECK_S),
+        "options": {"expires": float(RIG_NODE_CHECK_S)},  # a backlog of checks is pointless
+    },
+}
 
 # Where OBS connects when no ingest node has been chosen yet (a node's own URL wins).
 RIG_INGEST_URL = env_str("RIG_INGEST_URL", "rtmp://127.0.0.1:1935/live")

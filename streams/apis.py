@@ -153,3 +153,42 @@ class DestinationDetailApi(APIView):
         deleted_id = destination.pk
         services.destination_delete(destination=destination)
         return ok("Stream destination deleted", {"id": deleted_id})
+
+
+# --- relay control: one relay per destination, on the node serving the stream ----------------
+
+
+class RelayListApi(APIView):
+    def get(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        return ok("Stream relays", selectors.relay_list(stream=stream))
+
+
+class _RelayApi(APIView):
+    def _get(self, request: Request, stream_id: str, destination_id: str) -> Destination:
+        return selectors.destination_get(
+            user=_user(request), stream_id=stream_id, destination_id=destination_id
+        )
+
+
+class RelayDetailApi(_RelayApi):
+    def get(self, request: Request, stream_id: str, destination_id: str) -> Response:
+        destination = self._get(request, stream_id, destination_id)
+        return ok("Stream relay", selectors.relay_detail(destination=destination))
+
+
+class RelayRestartApi(_RelayApi):
+    def post(self, request: Request, stream_id: str, destination_id: str) -> Response:
+        destination = self._get(request, stream_id, destination_id)
+        destination = services.relay_restart(destination=destination)
+        return ok("Relay restart requested", selectors.relay_payload(destination))
+
+
+class RelayMuteApi(_RelayApi):
+    muted = True  # as_view(muted=False) serves .../unmute
+
+    def post(self, request: Request, stream_id: str, destination_id: str) -> Response:
+        destination = self._get(request, stream_id, destination_id)
+        destination = services.relay_mute(destination=destination, muted=self.muted)
+        message = "Relay muted" if self.muted else "Relay unmuted"
+        return ok(message, selectors.relay_payload(destination))

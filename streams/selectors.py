@@ -96,6 +96,10 @@ def provision_status(stream: Stream, destinations: list[Destination]) -> dict[st
     if stream.provision_status is None:
         return None
     status = dict(stream.provision_status)
+    node = stream.node if stream.is_streaming else None
+    if node is not None:  # the serving node's last heartbeat, not the one at publish time
+        last = node.last_seen_at
+        status["server"] = {**status.get("server", {}), "lastCheck": last and last.isoformat()}
     relays = [_relay_status(d) for d in destinations]
     if stream.is_streaming:
         active = [r["state"] for r in relays if r["state"] != "disabled"]
@@ -107,3 +111,28 @@ def provision_status(stream: Stream, destinations: list[Destination]) -> dict[st
             status["state"] = "degraded"
     status["destinations"] = relays
     return status
+
+
+def relay_payload(destination: Destination) -> dict[str, Any]:
+    """One relay as the relay API shows it: the provisionStatus item plus the controls."""
+    return {
+        **_relay_status(destination),
+        "isActive": destination.is_active,
+        "isMuted": destination.is_muted,
+    }
+
+
+def relay_list(*, stream: Stream) -> list[dict[str, Any]]:
+    destinations = stream.destinations.select_related("relay").order_by("id")
+    return [relay_payload(d) for d in destinations]
+
+
+def relay_detail(*, destination: Destination) -> dict[str, Any]:
+    """With the relay's last log lines. The node redacts keys; this redacts again, so a line
+    the node missed (say, an error echoing an old key) still never shows the current one."""
+    relay: Relay | None = getattr(destination, "relay", None)
+    lines = list(relay.log)[-100:] if relay else []
+    key = destination.stream_key
+    if key:
+        lines = [line.replace(key, "***") for line in lines]
+    return {**relay_payload(destination), "log": lines}

@@ -8,20 +8,18 @@ Whenever a live stream's desired fan-out changes, the serving node is nudged aft
 import logging
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from agents.models import IngestNode
 from rig.api import ApiError, ErrorCode, not_found
 from streams import destinations as urls
 from streams.models import Destination, Relay, RelayState, Service, Stream
 from streams.selectors import stream_by_key
-
-if TYPE_CHECKING:
-    from agents.models import IngestNode
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +184,37 @@ def _publisher_stale(stream: Stream) -> bool:
     return timezone.now() - stream.publisher_seen_at > limit
 
 
-@transaction.atomic
-def publish_start(*, node: "IngestNode", key: str, client_id: str) -> Stream:
+def _relays_on_node(node: IngestNode, *, besides: Stream) -> int:
+    """Relays the node runs for its live sessions (one per active destination)."""
+    return (
+        Destination.objects.filter(stream__node=node, stream__is_streaming=True, is_active=True)
+        .exclude(stream=besides)
+        .count()
+    )
+
+
+def _check_node_admits(node: IngestNode, stream: Stream) -> None:
+    """Refuse a publish the node cannot serve well, with a reason nginx logs and OBS retries."""
     if node.is_draining:
         raise ApiError(ErrorCode.IN_USE, "Node is draining: publish to another node", 503)
+    if node.lost_at is not None:
+        raise ApiError(ErrorCode.IN_USE, "Node is not reporting: publish to another node", 503)
+    wanted = stream.destinations.filter(is_active=True).count()
+    running = _relays_on_node(node, besides=stream)
+    if running + wanted > node.capacity:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            "Node is at capacity: publish to another node",
+            503,
+            {"capacity": [f"{running} of {node.capacity} relays in use, {wanted} more asked."]},
+        )
+
+
+@transaction.atomic
+def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
+    # The node's row serializes its publishes, so two at once cannot both take the last slot.
+    # Lock order everywhere: node, then stream.
+    node = IngestNode.objects.select_for_update().get(pk=node.pk)
     stream = stream_by_key(key=key, for_update=True)
     if stream is None:
         raise not_found("Stream")
@@ -200,6 +225,7 @@ def publish_start(*, node: "IngestNode", key: str, client_id: str) -> Stream:
             return stream  # the same publisher asked again
         if not _publisher_stale(stream):
             raise ApiError(ErrorCode.IN_USE, "Stream is already live", 409)
+    _check_node_admits(node, stream)
     now = timezone.now()
     stream.is_streaming = True
     stream.node = node
@@ -221,7 +247,7 @@ def publish_start(*, node: "IngestNode", key: str, client_id: str) -> Stream:
     return stream
 
 
-def publishers_seen(*, node: "IngestNode", keys: list[str]) -> None:
+def publishers_seen(*, node: IngestNode, keys: list[str]) -> None:
     """The node's nginx receives these keys now: vouch for their sessions, and end sessions on
     the node whose publisher is gone for longer than the grace a fresh publish needs to appear."""
     now = timezone.now()
@@ -236,7 +262,7 @@ def publishers_seen(*, node: "IngestNode", keys: list[str]) -> None:
 
 
 @transaction.atomic
-def publish_end(*, node: "IngestNode", key: str, client_id: str) -> None:
+def publish_end(*, node: IngestNode, key: str, client_id: str) -> None:
     """Idempotent: only the session that ends is closed, whatever order hooks arrive in."""
     stream = stream_by_key(key=key, for_update=True)
     if (
@@ -246,3 +272,38 @@ def publish_end(*, node: "IngestNode", key: str, client_id: str) -> None:
         and stream.publish_client_id == client_id
     ):
         _session_end(stream, reason="publisher disconnected")
+
+
+@transaction.atomic
+def sessions_end_on_lost_node(*, node: IngestNode) -> list[Stream]:
+    """The node stopped reporting: its live sessions are over. The publisher reconnects (to
+    another node, or to this one once it is back) and starts a new session there."""
+    ended = []
+    for stream in Stream.objects.select_for_update().filter(node=node, is_streaming=True):
+        _session_end(stream, reason="node lost")
+        ended.append(stream)
+    return ended
+
+
+# --- relay control (the user's own destinations) ---------------------------------------------
+
+
+@transaction.atomic
+def relay_restart(*, destination: Destination) -> Destination:
+    """Ask the serving node to start this relay afresh (new connection to the platform)."""
+    destination = (
+        Destination.objects.select_for_update().select_related("stream").get(pk=destination.pk)
+    )
+    if not destination.stream.is_streaming:
+        raise ApiError(ErrorCode.IN_USE, "Stream is not live", 409)
+    if not destination.is_active:
+        raise ApiError(ErrorCode.IN_USE, "Destination is not active", 409)
+    destination.restart_seq += 1
+    destination.save(update_fields=["restart_seq"])
+    _nudge_if_live(destination.stream)
+    return destination
+
+
+def relay_mute(*, destination: Destination, muted: bool) -> Destination:
+    """Drop (or restore) the audio track to this destination only."""
+    return destination_update(destination=destination, changes={"is_muted": muted})

@@ -15,4 +15,15 @@ urlpatterns = [
         apis.DestinationDetailApi.as_view(),
         "destination-detail",
     ),
+    route(rf"streams/{_ID}/relays", apis.RelayListApi.as_view(), "relay-list"),
+    route(rf"streams/{_ID}/relays/{_DEST}", apis.RelayDetailApi.as_view(), "relay-detail"),
+    route(
+        rf"streams/{_ID}/relays/{_DEST}/restart", apis.RelayRestartApi.as_view(), "relay-restart"
+    ),
+    route(rf"streams/{_ID}/relays/{_DEST}/mute", apis.RelayMuteApi.as_view(), "relay-mute"),
+    route(
+        rf"streams/{_ID}/relays/{_DEST}/unmute",
+        apis.RelayMuteApi.as_view(muted=False),
+        "relay-unmute",
+    ),
 ]

@@ -121,19 +121,31 @@ def _test_database_url() -> str:
 
 
 @pytest.fixture
-def celery_worker_process(transactional_db: None) -> Iterator[subprocess.Popen]:
+def celery_worker_options() -> dict[str, Any]:
+    """Override in a test module: {"beat": True} also runs the periodic tasks (node watch),
+    {"env": {...}} sets the worker's settings."""
+    return {}
+
+
+@pytest.fixture
+def celery_worker_process(
+    transactional_db: None, celery_worker_options: dict[str, Any]
+) -> Iterator[subprocess.Popen]:
     """A real `celery worker` process on the real broker, using the test database."""
     from django.conf import settings
 
     from rig.celery import app
 
     app.control.purge()  # leftovers of an interrupted run must not be delivered here
-    log = Path(tempfile.mkdtemp(prefix="rig-celery-")) / "worker.log"
+    workdir = Path(tempfile.mkdtemp(prefix="rig-celery-"))
+    log = workdir / "worker.log"
     env = {
         **os.environ,
+        **celery_worker_options.get("env", {}),
         "DATABASE_URL": _test_database_url(),
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
     }
+    beat = ["--beat", "--schedule", str(workdir / "beat-schedule")]
     process = subprocess.Popen(
         [
             sys.executable,
@@ -152,6 +164,7 @@ def celery_worker_process(transactional_db: None) -> Iterator[subprocess.Popen]:
             "--without-mingle",
             "--loglevel",
             "INFO",
+            *(beat if celery_worker_options.get("beat") else []),
         ],
         cwd=ROOT,
         env=env,

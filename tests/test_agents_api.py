@@ -54,6 +54,7 @@ def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None
             "rtmpUrl": "rtmp://a.rtmp.youtube.com/live2/simaim",
             "isActive": True,
             "isMuted": False,
+            "restartSeq": 0,
         },
         {
             "id": tw.pk,
@@ -62,6 +63,7 @@ def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None
             "rtmpUrl": "rtmp://live.twitch.tv/app/fxx",
             "isActive": False,
             "isMuted": False,
+            "restartSeq": 0,
         },
     ]
 

@@ -106,6 +106,7 @@ class Agent:
                     source_url=source,
                     target_url=destination["rtmpUrl"],
                     mute=bool(destination.get("isMuted", False)),
+                    generation=int(destination.get("restartSeq", 0)),
                 )
                 for destination in config
                 if destination.get("isActive")
@@ -168,6 +169,10 @@ class Agent:
             if stream_id in keys
         ]
 
+    def load(self) -> dict[str, Any]:
+        """The heartbeat's load figures: relays this node runs, and the 1-minute load average."""
+        return {"relays": len(self.supervisor.states()), "loadAvg1": round(os.getloadavg()[0], 2)}
+
     def _report_loop(self) -> None:
         while not self._stopping.is_set():
             self._report_now.wait(self.config.report_interval)
@@ -178,7 +183,7 @@ class Agent:
             except OSError:
                 publishers = None  # unknown: the control plane then neither vouches nor ends
             try:
-                self.control.report(self.status_report(), publishers)
+                self.control.report(self.status_report(), publishers, self.load())
             except ControlPlaneError as error:
                 logger.warning("status report failed: %s", error)
             except Exception:  # never let the loop die: the next period tries again

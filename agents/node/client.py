@@ -50,10 +50,18 @@ class ControlPlane:
             raise ControlPlaneError(f"GET /agents/config: HTTP {status}")
         return payload
 
-    def report(self, streams: list[dict[str, Any]], publishers: list[str] | None = None) -> None:
+    def report(
+        self,
+        streams: list[dict[str, Any]],
+        publishers: list[str] | None = None,
+        load: dict[str, Any] | None = None,
+    ) -> None:
+        """The node's heartbeat: relay states, nginx's publishers (None: unknown), and load."""
         body: dict[str, Any] = {"streams": streams}
         if publishers is not None:
             body["publishers"] = publishers
+        if load is not None:
+            body["load"] = load
         status, _ = self._call("POST", "/agents/status", body)
         if status != 200:
             raise ControlPlaneError(f"POST /agents/status: HTTP {status}")

@@ -43,13 +43,15 @@ class RelaySpec:
     source_url: str
     target_url: str
     mute: bool = False
+    # The user's restart counter: a new value is a new spec, so the relay starts afresh.
+    generation: int = 0
 
     def __repr__(self) -> str:
         # Specs end up in tracebacks and debug logs; never print the key there.
         target = redact(self.target_url, relay_secrets(self))
         return (
             f"RelaySpec(relay_id={self.relay_id!r}, source_url={self.source_url!r}, "
-            f"target_url={target!r}, mute={self.mute!r})"
+            f"target_url={target!r}, mute={self.mute!r}, generation={self.generation!r})"
         )
 
 

@@ -9,9 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -20,7 +21,7 @@ from agents.models import IngestNode
 from agents.node.ingest import IngestConfig, NginxIngest
 from tests.conftest import ROOT, client_for
 from tests.factories import UserFactory, node_create
-from tests.media.harness import Platform, free_port, publish, stop
+from tests.media.harness import Platform, free_port, publish, stop, wait_until
 
 pytestmark = pytest.mark.media
 
@@ -76,6 +77,7 @@ class RigNode:
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         if self.agent and self.agent.poll() is None:
+            self.agent.send_signal(signal.SIGCONT)  # a frozen agent must hear the signal
             self.agent.send_signal(sig)
             try:
                 self.agent.wait(10)
@@ -89,54 +91,110 @@ class RigNode:
 
 
 @pytest.fixture
-def rig(
+def rig_nodes(
     live_server, celery_worker_process, youtube: Platform, twitch: Platform, settings, tmp_path
-) -> Iterator[RigNode]:
+) -> Iterator[Callable[..., RigNode]]:
+    """Starts ingest nodes on demand: each its own nginx-rtmp, agent process and token."""
     settings.RIG_SERVICE_INGEST = {
         **settings.RIG_SERVICE_INGEST,
         "YouTube": youtube.base_url,
         "Twitch": twitch.base_url,
     }
     control_url = live_server.url.replace("localhost", "127.0.0.1")
-    agent_port = free_port()
-    node, token = node_create(
-        "e2e", rtmp_url="rtmp://127.0.0.1/live", agent_url=f"http://127.0.0.1:{agent_port}"
-    )
-    cfg = IngestConfig(
-        prefix=tmp_path / "ingest",
-        rtmp_port=free_port(),
-        rtmp_bind="127.0.0.1",
-        http_port=free_port(),
-        hook_base_url=f"{control_url}/agents/hooks/{token}",
-    )
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("RIG_")}
-    env = {
-        **inherited,
-        "RIG_CONTROL_URL": control_url,
-        "RIG_NODE_TOKEN": token,
-        "RIG_RTMP_PORT": str(cfg.rtmp_port),
-        "RIG_NGINX_HTTP_PORT": str(cfg.http_port),
-        "RIG_AGENT_LISTEN": f"127.0.0.1:{agent_port}",
-        "RIG_AGENT_POLL_S": "5",
-        "RIG_AGENT_REPORT_S": "1",
-        "RIG_RELAY_BACKOFF_INITIAL_S": "0.5",
-        "RIG_RELAY_BACKOFF_MAX_S": "2",
-    }
-    ingest = NginxIngest(cfg)
-    ingest.start()
-    rig = RigNode(node=node, token=token, ingest=ingest, root=tmp_path, env=env)
-    rig.start_agent()
+    started: list[RigNode] = []
+
+    def start(name: str = "e2e", **fields: Any) -> RigNode:
+        root = tmp_path / name
+        root.mkdir()
+        agent_port = free_port()
+        cfg = IngestConfig(
+            prefix=root / "ingest",
+            rtmp_port=free_port(),
+            rtmp_bind="127.0.0.1",
+            http_port=free_port(),
+            hook_base_url="",
+        )
+        node, token = node_create(
+            name,
+            rtmp_url=f"rtmp://127.0.0.1:{cfg.rtmp_port}/live",
+            agent_url=f"http://127.0.0.1:{agent_port}",
+            **fields,
+        )
+        cfg = replace(cfg, hook_base_url=f"{control_url}/agents/hooks/{token}")
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("RIG_")}
+        env = {
+            **inherited,
+            "RIG_CONTROL_URL": control_url,
+            "RIG_NODE_TOKEN": token,
+            "RIG_RTMP_PORT": str(cfg.rtmp_port),
+            "RIG_NGINX_HTTP_PORT": str(cfg.http_port),
+            "RIG_AGENT_LISTEN": f"127.0.0.1:{agent_port}",
+            "RIG_AGENT_POLL_S": "5",
+            "RIG_AGENT_REPORT_S": "1",
+            "RIG_RELAY_BACKOFF_INITIAL_S": "0.5",
+            "RIG_RELAY_BACKOFF_MAX_S": "2",
+        }
+        ingest = NginxIngest(cfg)
+        ingest.start()
+        rig = RigNode(node=node, token=token, ingest=ingest, root=root, env=env)
+        started.append(rig)
+        rig.start_agent()
+        return rig
+
     try:
-        yield rig
+        yield start
     finally:
-        for process in rig.publishers:
-            stop(process)
-        rig.stop_agent()
-        ingest.stop()
-        if os.environ.get("RIG_E2E_SHOW_LOGS"):
-            print(rig.agent_log())
+        for rig in started:
+            for process in rig.publishers:
+                stop(process)
+            rig.stop_agent()
+            rig.ingest.stop()
+            if os.environ.get("RIG_E2E_SHOW_LOGS"):
+                print(rig.agent_log())
+
+
+@pytest.fixture
+def rig(rig_nodes: Callable[..., RigNode]) -> RigNode:
+    """One ingest node, as `make up` runs it."""
+    return rig_nodes("e2e")
 
 
 @pytest.fixture
 def streamer(transactional_db: None) -> APIClient:
     return client_for(UserFactory.create(username="streamer"))
+
+
+# --- the API as a streamer uses it ---------------------------------------------------------
+
+
+def create_stream(client: APIClient, **keys: str) -> dict[str, Any]:
+    stream = client.post("/streams/").json()["payload"]
+    stream["destinationIds"] = {}
+    for service, key in keys.items():
+        response = client.post(
+            f"/streams/{stream['id']}/destination",
+            {"service": service, "streamKey": key},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+        stream["destinationIds"][service] = response.json()["payload"]["id"]
+    return stream
+
+
+def detail_of(client: APIClient, stream_id: str) -> dict[str, Any]:
+    return client.get(f"/streams/{stream_id}").json()["payload"]
+
+
+def relay_states(client: APIClient, stream_id: str) -> dict[str, str]:
+    status = detail_of(client, stream_id)["provisionStatus"] or {}
+    return {d["service"]: d["state"] for d in status.get("destinations", [])}
+
+
+@pytest.fixture
+def live_stream(rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform):
+    """A stream with YouTube and Twitch destinations, published and relayed to both."""
+    stream = create_stream(streamer, YouTube="ytkey", Twitch="twkey")
+    publisher = rig.publish(stream["streamKey"])
+    wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
+    wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
+    return stream, publisher

@@ -183,8 +183,9 @@ def viewer_frames(url: str, out: Path, seconds: float = 4.5) -> dict[str, int]:
     return frames
 
 
-def ffmpeg_pids(fragment: str) -> list[int]:
-    """ffmpeg processes whose command line contains fragment (a destination URL part)."""
+def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
+    """ffmpeg processes whose command line contains every fragment (URL parts, ports)."""
+    wanted = (fragment, *more)
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -193,7 +194,8 @@ def ffmpeg_pids(fragment: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"ffmpeg") and any(fragment.encode() in a for a in argv):
+        line = b"\0".join(argv)
+        if argv and argv[0].endswith(b"ffmpeg") and all(f.encode() in line for f in wanted):
             pids.append(int(entry.name))
     return pids
 

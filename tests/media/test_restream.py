@@ -12,48 +12,15 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from tests.media.conftest import RigNode
+from tests.media.conftest import RigNode, create_stream, detail_of, relay_states
 from tests.media.harness import Platform, ffmpeg_pids, kill, viewer_frames, wait_until
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(240)]
 
 
-def _create_stream(client: APIClient, **keys: str) -> dict[str, Any]:
-    stream = client.post("/streams/").json()["payload"]
-    stream["destinationIds"] = {}
-    for service, key in keys.items():
-        response = client.post(
-            f"/streams/{stream['id']}/destination",
-            {"service": service, "streamKey": key},
-            format="json",
-        )
-        assert response.status_code == 200, response.content
-        stream["destinationIds"][service] = response.json()["payload"]["id"]
-    return stream
-
-
-def _detail(client: APIClient, stream_id: str) -> dict[str, Any]:
-    return client.get(f"/streams/{stream_id}").json()["payload"]
-
-
-def _relay_states(client: APIClient, stream_id: str) -> dict[str, str]:
-    status = _detail(client, stream_id)["provisionStatus"] or {}
-    return {d["service"]: d["state"] for d in status.get("destinations", [])}
-
-
 def _sees_audio_and_video(platform: Platform, key: str, out: Path) -> bool:
     frames = viewer_frames(f"{platform.base_url}/{key}", out)
     return frames.get("video", 0) > 10 and frames.get("audio", 0) > 10
-
-
-@pytest.fixture
-def live_stream(rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform):
-    """A stream with YouTube and Twitch destinations, published and relayed to both."""
-    stream = _create_stream(streamer, YouTube="ytkey", Twitch="twkey")
-    publisher = rig.publish(stream["streamKey"])
-    wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
-    wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
-    return stream, publisher
 
 
 def test_publish_fans_out_to_both_and_ends_cleanly(
@@ -63,11 +30,11 @@ def test_publish_fans_out_to_both_and_ends_cleanly(
     assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
     assert _sees_audio_and_video(twitch, "twkey", tmp_path / "tw.flv")
     wait_until(
-        lambda: _relay_states(streamer, stream["id"]) == {"YouTube": "live", "Twitch": "live"}, 15
+        lambda: relay_states(streamer, stream["id"]) == {"YouTube": "live", "Twitch": "live"}, 15
     )
 
     def measured() -> dict[str, Any] | None:
-        detail = _detail(streamer, stream["id"])
+        detail = detail_of(streamer, stream["id"])
         relays = detail["provisionStatus"]["destinations"]
         ok = all((r["bitrateKbps"] or 0) > 100 and (r["fps"] or 0) > 20 for r in relays)
         return detail if ok else None
@@ -87,7 +54,7 @@ def test_publish_fans_out_to_both_and_ends_cleanly(
     wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 10)
     stopped_after = time.monotonic() - ended
     detail = wait_until(
-        lambda: (d := _detail(streamer, stream["id"]))["isStreaming"] is False and d, 10
+        lambda: (d := detail_of(streamer, stream["id"]))["isStreaming"] is False and d, 10
     )
     assert detail["provisionStatus"]["state"] == "stopped"
     assert detail["provisionStatus"]["reason"] == "publisher disconnected"
@@ -98,9 +65,9 @@ def test_refused_publishers_and_the_live_one_keeps_going(
     rig: RigNode, streamer: APIClient, youtube: Platform, live_stream, tmp_path
 ) -> None:
     stream, publisher = live_stream
-    rotated = _create_stream(streamer)
+    rotated = create_stream(streamer)
     streamer.post(f"/streams/{rotated['id']}/changeKey")
-    inactive = _create_stream(streamer)
+    inactive = create_stream(streamer)
     streamer.patch(f"/streams/{inactive['id']}", {"isActive": False}, format="json")
 
     refused = {
@@ -113,7 +80,7 @@ def test_refused_publishers_and_the_live_one_keeps_going(
         assert process.wait(20) != 0, f"{name} was let in"
     assert publisher.poll() is None  # the live publisher was never disturbed
     for other in (rotated, inactive):
-        assert _detail(streamer, other["id"])["isStreaming"] is False
+        assert detail_of(streamer, other["id"])["isStreaming"] is False
     assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
 
 
@@ -134,7 +101,7 @@ def test_killed_relay_comes_back_and_the_other_never_stops(
     assert client == yt_client and bytes_now > yt_bytes  # YouTube's leg never reconnected
     relays = wait_until(
         lambda: (
-            (s := _detail(streamer, stream["id"])["provisionStatus"]["destinations"])
+            (s := detail_of(streamer, stream["id"])["provisionStatus"]["destinations"])
             and all(r["state"] == "live" for r in s)
             and s
         ),
@@ -149,8 +116,8 @@ def test_destination_down_then_back_reconnects_by_itself(
     stream, _ = live_stream
     yt_client, _ = youtube.publishers()["ytkey"]
     twitch.stop()  # Twitch ingest goes away for a while
-    wait_until(lambda: _relay_states(streamer, stream["id"]).get("Twitch") != "live", 20)
-    detail = _detail(streamer, stream["id"])
+    wait_until(lambda: relay_states(streamer, stream["id"]).get("Twitch") != "live", 20)
+    detail = detail_of(streamer, stream["id"])
     assert detail["provisionStatus"]["state"] == "degraded"
     time.sleep(4)
     twitch.start()
@@ -159,7 +126,7 @@ def test_destination_down_then_back_reconnects_by_itself(
     assert youtube.publishers()["ytkey"][0] == yt_client  # YouTube never noticed
     twitch_status = next(
         d
-        for d in _detail(streamer, stream["id"])["provisionStatus"]["destinations"]
+        for d in detail_of(streamer, stream["id"])["provisionStatus"]["destinations"]
         if d["service"] == "Twitch"
     )
     assert "twkey" not in (twitch_status["lastError"] or "")
@@ -168,7 +135,7 @@ def test_destination_down_then_back_reconnects_by_itself(
 def test_add_and_disable_destination_mid_stream(
     rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, tmp_path
 ) -> None:
-    stream = _create_stream(streamer, YouTube="ytkey")
+    stream = create_stream(streamer, YouTube="ytkey")
     rig.publish(stream["streamKey"])
     wait_until(lambda: "ytkey" in youtube.publishers(), 20)
     yt_client, _ = youtube.publishers()["ytkey"]
@@ -193,7 +160,7 @@ def test_add_and_disable_destination_mid_stream(
         lambda: "addedkey" not in twitch.publishers() and not ffmpeg_pids("addedkey"), 10, 0.05
     )
     assert youtube.publishers()["ytkey"][0] == yt_client  # untouched throughout
-    assert _relay_states(streamer, stream["id"])["Twitch"] == "disabled"
+    assert relay_states(streamer, stream["id"])["Twitch"] == "disabled"
 
 
 REVOCATIONS = {
@@ -214,7 +181,7 @@ def test_revoking_a_live_stream_drops_the_publisher(
     print(f"{action}: publisher dropped {time.monotonic() - revoked_at:.2f}s later")
     wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 10)
     if action != "delete":
-        detail = _detail(streamer, stream["id"])
+        detail = detail_of(streamer, stream["id"])
         assert detail["isStreaming"] is False
         reason = {"changeKey": "stream key changed", "deactivate": "stream deactivated"}[action]
         assert detail["provisionStatus"]["reason"] == reason
