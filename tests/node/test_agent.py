@@ -18,6 +18,7 @@ class FakeControlPlane:
     def __init__(self) -> None:
         self.asked = 0
         self.reports: list[tuple[list[dict[str, Any]], list[str] | None]] = []
+        self.loads: list[dict[str, Any] | None] = []
 
     def live_streams(self) -> list[dict[str, str]]:
         self.asked += 1
@@ -28,8 +29,14 @@ class FakeControlPlane:
     def stream_config(self, key: str) -> list[dict[str, Any]] | None:
         return None
 
-    def report(self, streams: list[dict[str, Any]], publishers: list[str] | None = None) -> None:
+    def report(
+        self,
+        streams: list[dict[str, Any]],
+        publishers: list[str] | None = None,
+        load: dict[str, Any] | None = None,
+    ) -> None:
         self.reports.append((streams, publishers))
+        self.loads.append(load)
 
 
 @pytest.fixture
@@ -88,3 +95,5 @@ def test_reports_keep_coming_and_say_when_nginx_is_unknown(agent) -> None:
     _, control = agent
     _wait(lambda: len(control.reports) >= 2)
     assert control.reports[-1] == ([], None)  # no relays; nginx unreachable, so no publishers
+    load = control.loads[-1]  # every report is a heartbeat with the node's load
+    assert load is not None and load["relays"] == 0 and load["loadAvg1"] >= 0
