@@ -146,7 +146,19 @@ def _enqueue_after_commit(delivery_ids: list[int]) -> None:
         transaction.on_commit(lambda: _send(delivery_ids))
 
 
-def events_emit(*, events: list[tuple[int, str, dict[str, Any]]]) -> int:
+def destination_event(previous: str, state: str) -> str | None:
+    """The event a relay's state change is, if any: the first time live, live again after
+    trouble, or newly failed."""
+    if state == "live" and previous in {"reconnecting", "failed"}:
+        return "destination.recovered"
+    if state == "live" and previous != "live":
+        return "destination.live"
+    if state == "failed" and previous != "failed":
+        return "destination.failed"
+    return None
+
+
+def events_emit(*, events: list[tuple[uuid.UUID, str, dict[str, Any]]]) -> int:
     """Emit several (user_id, event, data) at once: one query for the endpoints of all users,
     one insert for the deliveries. Returns how many deliveries were created."""
     if not events:
@@ -173,7 +185,7 @@ def events_emit(*, events: list[tuple[int, str, dict[str, Any]]]) -> int:
     return len(created)
 
 
-def event_emit(*, user_id: int, event: str, data: dict[str, Any]) -> int:
+def event_emit(*, user_id: uuid.UUID, event: str, data: dict[str, Any]) -> int:
     """Emit one event to the user's matching active endpoints, within the caller's transaction
     (call it where the change happens; nothing is sent if that transaction rolls back)."""
     return events_emit(events=[(user_id, event, data)])
