@@ -185,7 +185,7 @@ def test_create_missing_url_is_1004(alice_client: APIClient) -> None:
 
 def test_malformed_json_is_1002(alice_client: APIClient) -> None:
     response = alice_client.generic(
-        "POST", "/webhooks", b'{"url": ', content_type="application/json"
+        "POST", "/webhooks", '{"url": ', content_type="application/json"
     )
     assert_error(response, 415, 1002)
 
