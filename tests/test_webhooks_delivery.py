@@ -253,6 +253,28 @@ def test_timeout_is_a_failed_attempt(
 
 
 @pytest.mark.django_db
+def test_events_queued_before_disabling_are_dropped(
+    alice_client, alice, receiver: Receiver, retries, monkeypatch
+) -> None:
+    from webhooks.services import event_emit
+
+    hook, _ = webhook_with_ping(alice_client, receiver.url, monkeypatch)
+    event_emit(user_id=alice.id, event="stream.live", data={"streamID": "s"})
+    assert_ok(
+        alice_client.patch(f"/webhooks/{hook['id']}", {"isActive": False}, format="json"),
+        "Webhook updated",
+    )
+    for delivery_id in WebhookDelivery.objects.values_list("id", flat=True):
+        delivery_send.apply(args=(delivery_id,))
+    assert [json.loads(body)["event"] for _, body in receiver.requests] == ["ping"]
+    by_event = {entry["event"]: entry for entry in log(alice_client, hook)}
+    assert by_event["stream.live"]["status"] == "failed"
+    assert by_event["stream.live"]["lastError"] == "Webhook disabled: not sent."
+    assert by_event["ping"]["status"] == "delivered"
+    assert retries == []
+
+
+@pytest.mark.django_db
 def test_only_the_last_deliveries_are_kept(
     alice_client, receiver: Receiver, retries, monkeypatch, settings
 ) -> None:

@@ -237,28 +237,34 @@ def _prune(endpoint_id: uuid.UUID) -> None:
         WebhookDelivery.objects.filter(endpoint_id=endpoint_id, id__lt=oldest_kept).delete()
 
 
+def _post(delivery: WebhookDelivery) -> tuple[int | None, str]:
+    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
+    return sender.post(
+        url=delivery.endpoint.url,
+        secret=delivery.endpoint.secret,
+        webhook_id=str(delivery.event_id),
+        timestamp=int(timezone.now().timestamp()),
+        body=body,
+        timeout=settings.RIG_WEBHOOK_TIMEOUT_MS / 1000,
+    )
+
+
 def delivery_attempt(*, delivery_id: int) -> float | None:
     """Make one attempt at a delivery. Returns the seconds until the next attempt when it should
     be retried, else None (delivered, failed for good, or nothing to do)."""
     delivery = _claim(delivery_id)
     if delivery is None:
         return None
-    timestamp = int(timezone.now().timestamp())
-    body = json.dumps(delivery.payload, separators=(",", ":")).encode()
-    code, error = sender.post(
-        url=delivery.endpoint.url,
-        secret=delivery.endpoint.secret,
-        webhook_id=str(delivery.event_id),
-        timestamp=timestamp,
-        body=body,
-        timeout=settings.RIG_WEBHOOK_TIMEOUT_MS / 1000,
-    )
+    endpoint = delivery.endpoint
+    # Disabled since the event was queued: drop it (a ping is sent to disabled webhooks too).
+    dropped = not endpoint.is_active and delivery.event != PING
+    code, error = (None, "Webhook disabled: not sent.") if dropped else _post(delivery)
     now = timezone.now()
     retry_in: float | None = None
     fields: dict[str, Any] = {"response_code": code, "last_error": error[:200]}
     if code is not None and 200 <= code < 300:
         fields.update(status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None)
-    elif delivery.attempts >= settings.RIG_WEBHOOK_MAX_ATTEMPTS:
+    elif dropped or delivery.attempts >= settings.RIG_WEBHOOK_MAX_ATTEMPTS:
         fields.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
     else:
         retry_in = backoff_seconds(delivery.attempts)
