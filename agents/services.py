@@ -80,6 +80,8 @@ def _relay_events(rows: list[Relay], *, stream_of: dict[int, Any]) -> None:
     }
     events = []
     for row in rows:
+        if row.destination_id not in before:
+            continue  # deleted since this report was checked
         previous, service, owner_id = before[row.destination_id]
         event = destination_event(previous, row.state)
         if event:
