@@ -18,6 +18,35 @@ def _since(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
 
 
+def _relay_events(rows: list[Relay], *, stream_of: dict[int, Any]) -> None:
+    """Webhook events for relays whose reported state changes what was stored: one query reads
+    the previous states (no row yet: pending) with each destination's service and owner."""
+    if not rows:
+        return
+    before = {
+        pk: (state or RelayState.PENDING, service, owner_id)
+        for pk, state, service, owner_id in Destination.objects.filter(
+            pk__in=[row.destination_id for row in rows]
+        ).values_list("pk", "relay__state", "service", "stream__owner_id")
+    }
+    events = []
+    for row in rows:
+        if row.destination_id not in before:
+            continue  # deleted since this report was checked
+        previous, service, owner_id = before[row.destination_id]
+        event = destination_event(previous, row.state)
+        if event:
+            data = {
+                "streamID": str(stream_of[row.destination_id]),
+                "destinationId": row.destination_id,
+                "service": service,
+                "state": row.state,
+                "lastError": row.last_error or None,  # redacted by the agent
+            }
+            events.append((owner_id, event, data))
+    events_emit(events=events)
+
+
 @transaction.atomic
 def node_report(
     *, node: IngestNode, streams: list[dict[str, Any]], publishers: list[str] | None = None
@@ -65,32 +94,3 @@ def node_report(
         update_fields=[*_RELAY_FIELDS, "log", "updated_at"],
     )
     return len(rows)
-
-
-def _relay_events(rows: list[Relay], *, stream_of: dict[int, Any]) -> None:
-    """Webhook events for relays whose reported state changes what was stored: one query reads
-    the previous states (no row yet: pending) with each destination's service and owner."""
-    if not rows:
-        return
-    before = {
-        pk: (state or RelayState.PENDING, service, owner_id)
-        for pk, state, service, owner_id in Destination.objects.filter(
-            pk__in=[row.destination_id for row in rows]
-        ).values_list("pk", "relay__state", "service", "stream__owner_id")
-    }
-    events = []
-    for row in rows:
-        if row.destination_id not in before:
-            continue  # deleted since this report was checked
-        previous, service, owner_id = before[row.destination_id]
-        event = destination_event(previous, row.state)
-        if event:
-            data = {
-                "streamID": str(stream_of[row.destination_id]),
-                "destinationId": row.destination_id,
-                "service": service,
-                "state": row.state,
-                "lastError": row.last_error or None,  # redacted by the agent
-            }
-            events.append((owner_id, event, data))
-    events_emit(events=events)
