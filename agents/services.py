@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from agents.models import IngestNode
 from streams import services as stream_services
-from streams.models import Destination, Relay, Stream
+from streams.models import Destination, Relay, RelayState, Stream
+from webhooks.services import destination_event, events_emit
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,35 @@ _RELAY_FIELDS = ["state", "bitrate_kbps", "fps", "bytes_sent", "restarts", "sinc
 
 def _since(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
+
+
+def _relay_events(rows: list[Relay], *, stream_of: dict[int, Any]) -> None:
+    """Webhook events for relays whose reported state changes what was stored: one query reads
+    the previous states (no row yet: pending) with each destination's service and owner."""
+    if not rows:
+        return
+    before = {
+        pk: (state or RelayState.PENDING, service, owner_id)
+        for pk, state, service, owner_id in Destination.objects.filter(
+            pk__in=[row.destination_id for row in rows]
+        ).values_list("pk", "relay__state", "service", "stream__owner_id")
+    }
+    events = []
+    for row in rows:
+        if row.destination_id not in before:
+            continue  # deleted since this report was checked
+        previous, service, owner_id = before[row.destination_id]
+        event = destination_event(previous, row.state)
+        if event:
+            data = {
+                "streamID": str(stream_of[row.destination_id]),
+                "destinationId": row.destination_id,
+                "service": service,
+                "state": row.state,
+                "lastError": row.last_error or None,  # redacted by the agent
+            }
+            events.append((owner_id, event, data))
+    events_emit(events=events)
 
 
 @transaction.atomic
@@ -71,6 +101,7 @@ def node_report(
                     log=relay.get("log", []),
                 )
             )
+    _relay_events(rows, stream_of=dict(owned))
     Relay.objects.bulk_create(
         rows,
         update_conflicts=True,

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "accounts",
     "streams",
     "agents",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -157,10 +158,19 @@ RIG_SERVICE_INGEST = {
     "Twitch": env_str("RIG_TWITCH_INGEST", "rtmp://live.twitch.tv/app"),
     "Facebook": env_str("RIG_FACEBOOK_INGEST", "rtmps://live-api-s.facebook.com:443/rtmp"),
 }
-# Custom destinations pointing at loopback/private/link-local hosts (SSRF guard); dev allows.
+# Custom destinations and webhook URLs pointing at loopback/private/link-local hosts (SSRF
+# guard, rig/ssrf.py); dev allows.
 RIG_ALLOW_PRIVATE_DESTINATIONS = env_bool("RIG_ALLOW_PRIVATE_DESTINATIONS", DEBUG)
 RIG_MAX_DESTINATIONS_PER_STREAM = env_int("RIG_MAX_DESTINATIONS_PER_STREAM", 20)
 RIG_MAX_STREAMS_PER_USER = env_int("RIG_MAX_STREAMS_PER_USER", 50)
+# Webhooks: endpoints per user, deliveries kept per endpoint, and how a delivery is attempted
+# (timeout; backoff base * 2^(attempt-1) with jitter, capped; attempts before it is failed).
+RIG_MAX_WEBHOOKS_PER_USER = env_int("RIG_MAX_WEBHOOKS_PER_USER", 10)
+RIG_WEBHOOK_DELIVERIES_KEPT = env_int("RIG_WEBHOOK_DELIVERIES_KEPT", 50)
+RIG_WEBHOOK_TIMEOUT_MS = env_int("RIG_WEBHOOK_TIMEOUT_MS", 5000)
+RIG_WEBHOOK_BACKOFF_MS = env_int("RIG_WEBHOOK_BACKOFF_MS", 2000)
+RIG_WEBHOOK_BACKOFF_MAX_S = env_int("RIG_WEBHOOK_BACKOFF_MAX_S", 600)
+RIG_WEBHOOK_MAX_ATTEMPTS = env_int("RIG_WEBHOOK_MAX_ATTEMPTS", 6)
 # How long a worker waits for a node's agent to accept a nudge (the agent's poll is the backstop).
 RIG_NUDGE_TIMEOUT_S = float(env_int("RIG_NUDGE_TIMEOUT_MS", 2000)) / 1000
 

@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("streams.urls")),
     path("", include("agents.urls")),
+    path("", include("webhooks.urls")),
     re_path(r"^.*$", UnknownRouteApi.as_view(), name="unknown-route"),
 ]
 

@@ -1,17 +1,15 @@
 """Per-platform ingest URLs and the validation of what ends up in a relay's command line."""
 
-import ipaddress
 import re
-import socket
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from rig.ssrf import host_error
 from streams.models import Service
 
 # Destination keys end up in a URL and an ffmpeg argument: no separators, spaces or controls.
 DESTINATION_KEY_RE = re.compile(r"^[^\s/?#\x00-\x1f\x7f]{1,256}$")
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 
 
 def ingest_base(service: str, server_url: str = "") -> str:
@@ -30,11 +28,6 @@ def key_error(stream_key: str) -> str | None:
     return None
 
 
-def _is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    return ip.is_global and not ip.is_multicast
-
-
 def server_url_error(server_url: str) -> str | None:
     """Why a Custom server URL is refused, or None when it is acceptable."""
     if len(server_url) > 512 or any(ch.isspace() or ord(ch) < 32 for ch in server_url):
@@ -48,15 +41,4 @@ def server_url_error(server_url: str) -> str | None:
         return "Must be an rtmp:// or rtmps:// URL with a host."
     if parts.query or parts.fragment or parts.username or parts.password:
         return "Must not contain credentials, a query string or a fragment."
-    if settings.RIG_ALLOW_PRIVATE_DESTINATIONS:
-        return None
-    host = parts.hostname.lower()
-    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
-        return "Loopback, private and link-local hosts are not allowed."
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port or 1935)}
-    except (OSError, UnicodeError):
-        return "The host does not resolve."
-    if not all(_is_public(str(address)) for address in addresses):
-        return "Loopback, private and link-local hosts are not allowed."
-    return None
+    return host_error(parts.hostname, port or 1935)

@@ -20,6 +20,7 @@ from rig.api import ApiError, ErrorCode, not_found
 from streams import destinations as urls
 from streams.models import Destination, Relay, RelayState, Service, Stream
 from streams.selectors import stream_by_key
+from webhooks.services import event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ def _nudge_if_live(stream: Stream) -> None:
         _nudge_after_commit(stream.node_id)
 
 
+def _stream_event(stream: Stream, event: str) -> None:
+    """A webhook event about the session; never the stream key (payloads leave the platform)."""
+    status = stream.provision_status or {}
+    fields = ("node", "region", "reason", "startedAt", "endedAt")
+    data = {"streamID": str(stream.id), **{field: status.get(field) for field in fields}}
+    event_emit(user_id=stream.owner_id, event=event, data=data)
+
+
 def _session_end(stream: Stream, *, reason: str) -> None:
     """Close the live session in the database; the node drops what no longer should run."""
     was_node = stream.node_id
@@ -61,6 +70,7 @@ def _session_end(stream: Stream, *, reason: str) -> None:
         state=RelayState.STOPPED, bitrate_kbps=None, fps=None
     )
     _nudge_after_commit(was_node)
+    _stream_event(stream, "stream.ended")
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -244,6 +254,7 @@ def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
     stream.save()
     Relay.objects.filter(destination__stream=stream).delete()  # a new session starts clean
     _nudge_after_commit(node.pk)
+    _stream_event(stream, "stream.live")
     return stream
 
 

@@ -1,0 +1,62 @@
+"""The SSRF guard for URLs users give us that the platform then connects to (Custom
+destinations, webhook endpoints): loopback, private, link-local and multicast hosts are refused
+unless RIG_ALLOW_PRIVATE_DESTINATIONS is set (dev and tests, where everything is on loopback)."""
+
+import ipaddress
+import socket
+from typing import Any
+
+from django.conf import settings
+
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
+PRIVATE_HOST = "Loopback, private and link-local hosts are not allowed."
+
+
+def is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return ip.is_global and not ip.is_multicast
+
+
+def host_error(host: str, port: int) -> str | None:
+    """Why connecting to this host is refused, or None: names are resolved and every address
+    they resolve to must be public."""
+    if settings.RIG_ALLOW_PRIVATE_DESTINATIONS:
+        return None
+    host = host.lower()
+    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
+        return PRIVATE_HOST
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port)}
+    except (OSError, UnicodeError):
+        return "The host does not resolve."
+    if not all(is_public(str(address)) for address in addresses):
+        return PRIVATE_HOST
+    return None
+
+
+def create_connection(
+    address: tuple[str, int], timeout: Any = None, source_address: Any = None
+) -> socket.socket:
+    """socket.create_connection that connects only to addresses it has just checked, so a name
+    that resolves to a public address at validation and a private one now (DNS rebinding) is
+    refused."""
+    host, port = address
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not settings.RIG_ALLOW_PRIVATE_DESTINATIONS and not all(
+        is_public(str(info[4][0])) for info in infos
+    ):
+        raise OSError(PRIVATE_HOST)
+    error: OSError = OSError(f"{host} does not resolve")
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            if isinstance(timeout, int | float):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error
