@@ -162,6 +162,8 @@ class RigAutoSchema(AutoSchema):
 
     def _map_basic_serializer(self, serializer: Any, direction: Any) -> Any:
         schema = super()._map_basic_serializer(serializer, direction)
+        if not type(serializer).__dict__.get("__doc__"):
+            schema.pop("description", None)  # a base class's docstring says nothing about this one
         if isinstance(serializer, StrictInput):
             schema["additionalProperties"] = False  # unknown fields are refused (1005)
         return schema

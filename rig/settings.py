@@ -135,6 +135,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",  # assets served by rig itself: /docs works without internet
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # No call to the public validator service; keep the token across reloads of /docs.
+    "SWAGGER_UI_SETTINGS": {
+        "deepLinking": True,
+        "persistAuthorization": True,
+        "validatorUrl": None,
+    },
     "COMPONENT_SPLIT_PATCH": False,  # PATCH bodies are documented with their real required fields
     "PREPROCESSING_HOOKS": ["rig.schema.clean_routes"],
 }
