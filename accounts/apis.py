@@ -11,7 +11,9 @@ from rest_framework.views import APIView
 
 from accounts import services
 from accounts.models import User
-from rig.api import StrictCharField, StrictInput, ok, parse
+from accounts.payloads import TokenPairPayload, UserPayload
+from rig.api import ErrorCode, StrictCharField, StrictInput, ok, parse
+from rig.schema import payload
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -52,6 +54,7 @@ class AccountCreateApi(_PublicEndpoint):
         password = _Password()
         email = serializers.EmailField(max_length=254)
 
+    @payload(UserPayload, errors={409: [ErrorCode.CREATE_FAILED]})
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         user = services.user_create(**data)
@@ -65,6 +68,7 @@ class LoginApi(_PublicEndpoint):
         username = StrictCharField(max_length=150)
         password = StrictCharField(max_length=128, trim_whitespace=False)
 
+    @payload(TokenPairPayload, errors={401: [ErrorCode.INVALID_CREDENTIALS]})
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         user, tokens = services.user_login(username=data["username"], password=data["password"])
@@ -77,6 +81,7 @@ class RefreshApi(_PublicEndpoint):
     class InputSerializer(StrictInput):
         refreshToken = StrictCharField(max_length=4096)
 
+    @payload(TokenPairPayload, errors={401: [ErrorCode.INVALID_CREDENTIALS]})
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         user, tokens = services.user_refresh(refresh_token=data["refreshToken"])
@@ -88,6 +93,7 @@ class PasswordChangeApi(APIView):
         oldPassword = _Password()
         newPassword = _Password()
 
+    @payload(TokenPairPayload)
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         user = request.user
@@ -99,6 +105,7 @@ class PasswordChangeApi(APIView):
 
 
 class MeApi(APIView):
+    @payload(UserPayload)
     def get(self, request: Request) -> Response:
         assert isinstance(request.user, User)
         return ok("User detail", _user_payload(request.user))

@@ -13,6 +13,14 @@ from rest_framework.views import APIView
 from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
+from agents.payloads import (
+    HOOK_ERRORS,
+    AgentDestinationPayload,
+    HookForm,
+    HookResultPayload,
+    LiveStreamPayload,
+    StatusRecordedPayload,
+)
 from rig.api import (
     ApiError,
     ErrorCode,
@@ -24,6 +32,7 @@ from rig.api import (
     ok,
     parse,
 )
+from rig.schema import payload
 from streams import services as stream_services
 
 INGEST_APP = "live"
@@ -39,11 +48,13 @@ class _NodeEndpoint(APIView):
 
 
 class AgentConfigApi(_NodeEndpoint):
+    @payload(AgentDestinationPayload, many=True)
     def get(self, request: Request, stream_key: str) -> Response:
         return ok("Stream Config", selectors.agent_config_for_key(key=stream_key))
 
 
 class AgentStreamsApi(_NodeEndpoint):
+    @payload(LiveStreamPayload, many=True)
     def get(self, request: Request) -> Response:
         return ok("Live streams for node", selectors.node_live_streams(node=_node(request)))
 
@@ -87,6 +98,7 @@ class AgentStatusApi(_NodeEndpoint):
         )
         load = _LoadReport(required=False)
 
+    @payload(StatusRecordedPayload)
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         accepted = services.node_report(
@@ -115,6 +127,7 @@ class PublishHookApi(APIView):
     permission_classes = [AllowAny]
     parser_classes = [FormParser, JSONParser]
 
+    @payload(HookResultPayload, request=HookForm, errors=HOOK_ERRORS)
     def post(self, request: Request, token: str, event: str) -> Response:
         node = selectors.node_by_token(token=token)
         if node is None:

@@ -31,6 +31,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "streams",
     "agents",
@@ -110,11 +112,38 @@ REST_FRAMEWORK = {
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "rig.api.JSONOnlyNegotiation",
     "DEFAULT_METADATA_CLASS": None,
     "EXCEPTION_HANDLER": "rig.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "rig.schema.RigAutoSchema",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("RIG_THROTTLE_LOGIN", "10/min"),
         "signup": env_str("RIG_THROTTLE_SIGNUP", "5/min"),
     },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "rig HTTP API",
+    "VERSION": "1",
+    "DESCRIPTION": (
+        "Multi-tenant live restreaming: one RTMP ingest, fanned out to every destination.\n\n"
+        "JSON in, JSON out. Every success is HTTP 200 with the envelope "
+        "`{message, payload}`; the payload's shape is documented per operation. Every error is "
+        "`{message, errorCode, details}` (the `Error` schema lists the codes). Paths work with "
+        "and without a trailing slash. Users authenticate with `Authorization: Bearer <JWT>` "
+        "(`jwtAuth`, from `/accounts/auth/local`); ingest nodes with their node token "
+        "(`nodeToken`)."
+    ),
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # assets served by rig itself: /docs works without internet
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No call to the public validator service; keep the token across reloads of /docs.
+    "SWAGGER_UI_SETTINGS": {
+        "deepLinking": True,
+        "persistAuthorization": True,
+        "validatorUrl": None,
+    },
+    "COMPONENT_SPLIT_PATCH": False,  # PATCH bodies are documented with their real required fields
+    "PREPROCESSING_HOOKS": ["rig.schema.clean_routes"],
 }
 
 SIMPLE_JWT = {

@@ -1,13 +1,16 @@
-"""Routes: the v1 API at the root (as the seed defines it), admin, and a JSON 404 for the rest."""
+"""Routes: the v1 API at the root (as the seed defines it), admin, the OpenAPI schema and its
+Swagger UI, and a JSON 404 for the rest."""
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from rig import docs
 from rig.api import not_found
 
 
@@ -27,6 +30,13 @@ urlpatterns = [
     path("", include("streams.urls")),
     path("", include("agents.urls")),
     path("", include("webhooks.urls")),
+    re_path(r"^schema(?:\.(?P<format>json|yaml))?/?$", docs.SchemaApi.as_view(), name="schema"),
+    re_path(r"^docs/?$", docs.DocsApi.as_view(), name="docs"),
+    re_path(
+        rf"^{settings.STATIC_URL.lstrip('/')}drf_spectacular_sidecar/(?P<path>.+)$",
+        docs.sidecar_asset,
+        name="docs-assets",
+    ),
     re_path(r"^.*$", UnknownRouteApi.as_view(), name="unknown-route"),
 ]
 

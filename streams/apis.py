@@ -9,10 +9,18 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from rig.api import StrictBooleanField, StrictCharField, StrictInput, ok, parse
+from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
+from rig.schema import payload
 from streams import selectors, services
 from streams.destinations import ingest_base, rtmp_url
 from streams.models import Destination, Service, Stream
+from streams.payloads import (
+    DestinationDeletedPayload,
+    DestinationPayload,
+    StreamDeletedPayload,
+    StreamKeyPayload,
+    StreamPayload,
+)
 
 
 def destination_payload(destination: Destination) -> dict[str, Any]:
@@ -50,10 +58,12 @@ def _user(request: Request) -> User:
 
 
 class StreamListCreateApi(APIView):
+    @payload(StreamPayload, many=True)
     def get(self, request: Request) -> Response:
         streams = selectors.stream_list(user=_user(request)).select_related("node")
         return ok("Stream list for user", [stream_payload(s, None) for s in streams])
 
+    @payload(StreamPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request) -> Response:
         stream = services.stream_create(user=_user(request))
         return ok("New stream created", stream_payload(stream, None))
@@ -67,15 +77,18 @@ class StreamDetailApi(APIView):
         stream = selectors.stream_get_detailed(user=_user(request), stream_id=stream_id)
         return stream_payload(stream, list(stream.destinations.all()))
 
+    @payload(StreamPayload)
     def get(self, request: Request, stream_id: str) -> Response:
         return ok("Stream detail", self._detail(request, stream_id))
 
+    @payload(StreamPayload)
     def patch(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
         data = parse(self.UpdateSerializer, request)
         services.stream_update(stream=stream, is_active=data["isActive"])
         return ok("Stream updated", self._detail(request, stream_id))
 
+    @payload(StreamDeletedPayload)
     def delete(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
         services.stream_delete(stream=stream)
@@ -83,6 +96,7 @@ class StreamDetailApi(APIView):
 
 
 class StreamChangeKeyApi(APIView):
+    @payload(StreamKeyPayload)
     def post(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
         stream = services.stream_key_rotate(stream=stream)
@@ -105,6 +119,7 @@ class DestinationAddApi(APIView):
         streamKey = _DestinationKey()
         serverUrl = _ServerUrl(required=False)
 
+    @payload(DestinationPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
         data = parse(self.InputSerializer, request)
@@ -118,6 +133,7 @@ class DestinationAddApi(APIView):
 
 
 class DestinationListApi(APIView):
+    @payload(DestinationPayload, many=True)
     def get(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
         destinations = stream.destinations.order_by("id")
@@ -137,10 +153,12 @@ class DestinationDetailApi(APIView):
             user=_user(request), stream_id=stream_id, destination_id=destination_id
         )
 
+    @payload(DestinationPayload)
     def get(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         return ok("Stream destination", destination_payload(destination))
 
+    @payload(DestinationPayload)
     def patch(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         data = parse(self.UpdateSerializer, request)
@@ -148,6 +166,7 @@ class DestinationDetailApi(APIView):
         destination = services.destination_update(destination=destination, changes=changes)
         return ok("Stream destination updated", destination_payload(destination))
 
+    @payload(DestinationDeletedPayload)
     def delete(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         deleted_id = destination.pk

@@ -1,0 +1,75 @@
+"""Shapes of the streams endpoints' payloads, for the OpenAPI schema (views build the dicts)."""
+
+from rest_framework import serializers
+
+from streams.models import Service
+
+RELAY_STATES = ["pending", "starting", "live", "reconnecting", "failed", "stopped", "disabled"]
+PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
+
+
+class DestinationPayload(serializers.Serializer):
+    id = serializers.IntegerField()
+    service = serializers.ChoiceField(choices=Service.choices)
+    streamKey = serializers.CharField()
+    rtmpUrl = serializers.CharField(help_text="Where the relay pushes: server URL and key.")
+    isActive = serializers.BooleanField()
+    serverUrl = serializers.CharField(help_text="The service's ingest base, or the Custom URL.")
+    isMuted = serializers.BooleanField()
+
+
+class RelayStatusPayload(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The destination's id.")
+    service = serializers.ChoiceField(choices=Service.choices)
+    state = serializers.ChoiceField(choices=RELAY_STATES)
+    bitrateKbps = serializers.FloatField(allow_null=True)
+    fps = serializers.FloatField(allow_null=True)
+    bytesSent = serializers.IntegerField()
+    restarts = serializers.IntegerField()
+    since = serializers.DateTimeField(allow_null=True)
+    lastError = serializers.CharField(allow_null=True)
+
+
+class IngestServerPayload(serializers.Serializer):
+    hostname = serializers.CharField(allow_blank=True)
+    lastCheck = serializers.DateTimeField()
+
+
+class ProvisionStatusPayload(serializers.Serializer):
+    state = serializers.ChoiceField(choices=PROVISION_STATES)
+    reason = serializers.CharField(allow_null=True)
+    node = serializers.CharField()
+    region = serializers.CharField()
+    server = IngestServerPayload()
+    ingestUrl = serializers.CharField()
+    startedAt = serializers.DateTimeField()
+    endedAt = serializers.DateTimeField(allow_null=True)
+    destinations = RelayStatusPayload(many=True)
+
+
+class StreamPayload(serializers.Serializer):
+    id = serializers.UUIDField()
+    streamKey = serializers.CharField()
+    destinations = DestinationPayload(
+        many=True, allow_null=True, help_text="Null in lists and when there are none."
+    )
+    provisionStatus = ProvisionStatusPayload(
+        allow_null=True, help_text="Null in lists and until the stream first goes live."
+    )
+    isStreaming = serializers.BooleanField()
+    isActive = serializers.BooleanField()
+    ingestServer = serializers.CharField(help_text="OBS's Server field.")
+    ingestUrl = serializers.CharField(help_text="Server and stream key joined.")
+
+
+class StreamKeyPayload(serializers.Serializer):
+    key = serializers.CharField()
+    streamID = serializers.UUIDField()
+
+
+class StreamDeletedPayload(serializers.Serializer):
+    id = serializers.UUIDField()
+
+
+class DestinationDeletedPayload(serializers.Serializer):
+    id = serializers.IntegerField()

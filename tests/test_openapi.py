@@ -1,0 +1,339 @@
+"""The OpenAPI schema (/schema) and Swagger UI (/docs): valid, complete, and true to the API."""
+
+import copy
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jsonschema
+import pytest
+import yaml
+from django.core.management import call_command
+from django.urls import URLPattern, URLResolver, get_resolver
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+from accounts.models import User
+from agents.models import IngestNode
+from rig.api import ErrorCode
+from tests.conftest import assert_error, assert_ok, client_for
+from tests.factories import PASSWORD
+
+# Routes that are not part of the API they describe, or not the API at all.
+NOT_API = {"schema", "docs", "docs-assets", "unknown-route"}
+HTTP_METHODS = ["get", "post", "put", "patch", "delete"]
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+def test_schema_validates_without_warnings(tmp_path: Path) -> None:
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    document = yaml.safe_load(out.read_text())
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["version"] == "1"
+    assert "{message, payload}" in document["info"]["description"]
+
+
+def _routes(patterns: list[Any], prefix: str = "") -> Iterator[tuple[str, URLPattern]]:
+    for entry in patterns:
+        if isinstance(entry, URLResolver):
+            yield from _routes(entry.url_patterns, prefix + str(entry.pattern))
+        else:
+            yield prefix + str(entry.pattern), entry
+
+
+def _openapi_path(pattern: str) -> str:
+    """``^streams/(?P<stream_id>[^/]+)/?$`` -> ``/streams/{stream_id}``; also ``<int:pk>``."""
+    path = pattern.replace("^", "").replace("$", "")
+    path = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", path)
+    path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", path)
+    path = path.removesuffix("/?").rstrip("/")
+    return "/" + path
+
+
+def _api_routes() -> list[tuple[str, type[APIView]]]:
+    routes = []
+    for pattern, entry in _routes(get_resolver().url_patterns):
+        if pattern.startswith("admin/") or entry.name in NOT_API:
+            continue
+        view = getattr(entry.callback, "cls", None)
+        assert view is not None and issubclass(view, APIView), f"{pattern}: not a DRF view"
+        routes.append((_openapi_path(pattern), view))
+    return routes
+
+
+def test_every_route_and_method_is_in_the_schema(schema: dict[str, Any]) -> None:
+    routes = _api_routes()
+    assert len(routes) >= 15
+    for path, view in routes:
+        assert path in schema["paths"], f"{path} ({view.__name__}) is missing from the schema"
+        implemented = {m for m in HTTP_METHODS if hasattr(view, m)}
+        assert implemented, view
+        assert set(schema["paths"][path]) == implemented, path
+
+
+def test_paths_are_clean_and_admin_and_catch_all_are_left_out(schema: dict[str, Any]) -> None:
+    for path in schema["paths"]:
+        assert re.fullmatch(r"(/[A-Za-z]+|/\{[a-z_]+\})+", path), path
+        assert not path.startswith(("/admin", "/schema", "/docs", "/static"))
+    assert "/streams/{stream_id}" in schema["paths"]
+
+
+def _operations(schema: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            yield path, method, operation
+
+
+def _ref_name(ref: dict[str, Any]) -> str:
+    return ref["$ref"].rpartition("/")[2]
+
+
+def test_every_success_is_the_envelope(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    for path, method, operation in _operations(schema):
+        successes = [code for code in operation["responses"] if code.startswith("2")]
+        assert successes == ["200"], (method, path)
+        body = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        envelope = components[_ref_name(body)]
+        assert set(envelope["properties"]) == {"message", "payload"}, (method, path)
+        assert envelope["properties"]["message"]["type"] == "string"
+        assert envelope["required"] == ["message", "payload"]
+
+
+def test_every_error_response_is_the_error_component(schema: dict[str, Any]) -> None:
+    for path, method, operation in _operations(schema):
+        errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
+        assert errors, (method, path)
+        for code, response in errors.items():
+            body = response["content"]["application/json"]["schema"]
+            assert body == {"$ref": "#/components/schemas/Error"}, (method, path, code)
+            assert re.match(r"^\d{4}: ", response["description"]), (method, path, code)
+
+
+def test_error_component_lists_every_error_code(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+    error = components["Error"]
+    assert set(error["required"]) == {"message", "errorCode", "details"}
+    assert error["properties"]["message"]["type"] == "string"
+    assert error["properties"]["details"]["nullable"] is True
+    codes = components[_ref_name(error["properties"]["errorCode"])]
+    assert codes["type"] == "integer"
+    assert codes["enum"] == [int(code) for code in ErrorCode]
+    for code in ErrorCode:
+        assert f"`{int(code)}` - " in codes["description"]
+
+
+def _operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    return schema["paths"][path][method]
+
+
+def test_default_errors_follow_what_the_view_does(schema: dict[str, Any]) -> None:
+    signup = _operation(schema, "post", "/accounts")
+    assert set(signup["responses"]) == {"200", "400", "409", "413", "415", "429"}
+    detail = _operation(schema, "patch", "/streams/{stream_id}")
+    assert set(detail["responses"]) == {"200", "400", "401", "404", "413", "415"}
+    listing = _operation(schema, "get", "/streams")
+    assert set(listing["responses"]) == {"200", "401"}
+
+
+def test_security_schemes(schema: dict[str, Any]) -> None:
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["jwtAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    assert schemes["nodeToken"]["scheme"] == "bearer"
+    for path, method, operation in _operations(schema):
+        expected: list[dict[str, list[str]]]
+        if path.startswith("/agents/hooks") or path in {
+            "/accounts",
+            "/accounts/auth/local",
+            "/accounts/auth/refresh",
+        }:
+            expected = [{}]
+        elif path.startswith("/agents"):
+            expected = [{"nodeToken": []}]
+        else:
+            expected = [{"jwtAuth": []}]
+        assert operation["security"] == expected, (method, path)
+
+
+def test_request_bodies_come_from_the_views_serializers(schema: dict[str, Any]) -> None:
+    components = schema["components"]["schemas"]
+
+    def body(method: str, path: str) -> dict[str, Any]:
+        return _operation(schema, method, path)["requestBody"]
+
+    signup = body("post", "/accounts")["content"]["application/json"]["schema"]
+    assert _ref_name(signup) == "AccountCreateInput"
+    assert components["AccountCreateInput"]["additionalProperties"] is False
+    patch = body("patch", "/streams/{stream_id}")["content"]["application/json"]["schema"]
+    assert components[_ref_name(patch)]["required"] == ["isActive"]
+    hook = body("post", "/agents/hooks/{token}/{event}")["content"]
+    assert "application/x-www-form-urlencoded" in hook
+    for path, method in [("/streams", "post"), ("/streams/{stream_id}/changeKey", "post")]:
+        assert "requestBody" not in _operation(schema, method, path)
+
+
+# --- served over HTTP ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["/schema", "/schema/"])
+def test_schema_is_served_as_yaml(url: str) -> None:
+    response = APIClient().get(url, HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi")
+    assert yaml.safe_load(response.content)["info"]["title"] == "rig HTTP API"
+
+
+@pytest.mark.parametrize("url", ["/schema?format=json", "/schema.json", "/schema.json/"])
+def test_schema_is_served_as_json(url: str) -> None:
+    response = APIClient().get(url)
+    assert response.status_code == 200
+    assert "json" in response["Content-Type"]
+    assert "/streams/{stream_id}" in response.json()["paths"]
+
+
+def _streamed(response: Any) -> bytes:
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+@pytest.mark.parametrize("url", ["/docs", "/docs/"])
+def test_docs_render_swagger_ui_from_local_assets(url: str) -> None:
+    client = APIClient()
+    response = client.get(url, HTTP_AUTHORIZATION="Bearer not-a-token")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert response["Content-Type"].startswith("text/html")
+    assert "cdn" not in html.lower()
+    assets = re.findall(r'(?:href|src)="(/static/drf_spectacular_sidecar/[^"]+)"', html)
+    assert {a.rpartition("/")[2] for a in assets} >= {
+        "swagger-ui.css",
+        "swagger-ui-bundle.js",
+        "swagger-ui-standalone-preset.js",
+    }
+    assert '"/schema"' in html or "'/schema'" in html
+    assert '"validatorUrl": null' in html  # Swagger UI would otherwise call an outside service
+    assert "https://" not in html and "http://" not in html
+    for asset in assets:
+        served = client.get(asset)
+        assert served.status_code == 200, asset
+        assert len(_streamed(served)) > 100, asset
+
+
+def test_sidecar_route_serves_nothing_outside_the_sidecar() -> None:
+    client = APIClient()
+    for path in ["../../../rig/settings.py", "swagger-ui-dist/../../../rig/settings.py", "nope.js"]:
+        assert_error(client.get(f"/static/drf_spectacular_sidecar/{path}"), 404, 1000)
+
+
+# --- the documented payloads are what the API returns ----------------------------------------
+
+
+def _json_schema(node: Any, components: dict[str, Any]) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema, refs inlined, unknown properties refused: a
+    payload field the docs do not know about fails as much as a documented one that is gone."""
+    if isinstance(node, list):
+        return [_json_schema(item, components) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        return _json_schema(components[_ref_name(node)], components)
+    node = {key: _json_schema(value, components) for key, value in node.items()}
+    if node.get("type") == "object" and "properties" in node:
+        node.setdefault("additionalProperties", False)
+    if node.pop("nullable", False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+class Documented:
+    """Checks each answer against the 200 schema of its operation and records which ran."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self.checked: set[tuple[str, str]] = set()
+
+    def __call__(self, response: Any, method: str, path: str, message: str) -> Any:
+        payload = assert_ok(response, message)
+        operation = _operation(self.schema, method, path)
+        body = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        components = self.schema["components"]["schemas"]
+        jsonschema.validate(response.json(), _json_schema(copy.deepcopy(body), components))
+        self.checked.add((method, path))
+        return payload
+
+
+def test_documented_payloads_match_real_answers(
+    schema: dict[str, Any], node_and_token: tuple[IngestNode, str]
+) -> None:
+    documented = Documented(schema)
+    anon = APIClient()
+    signup = {"username": "carol", "password": PASSWORD, "email": "carol@example.com"}
+    r = anon.post("/accounts", signup, format="json")
+    documented(r, "post", "/accounts", "User created")
+    login = {"username": "carol", "password": PASSWORD}
+    r = anon.post("/accounts/auth/local", login, format="json")
+    tokens = documented(r, "post", "/accounts/auth/local", "Authentication successful")
+    r = anon.post("/accounts/auth/refresh", {"refreshToken": tokens["refreshToken"]}, format="json")
+    documented(r, "post", "/accounts/auth/refresh", "Token refreshed")
+    carol = client_for(User.objects.get(username="carol"))
+    documented(carol.get("/accounts/me"), "get", "/accounts/me", "User detail")
+
+    stream = documented(carol.post("/streams"), "post", "/streams", "New stream created")
+    sid = stream["id"]
+    documented(carol.get("/streams"), "get", "/streams", "Stream list for user")
+    added = {"service": "YouTube", "streamKey": "yt-key"}
+    r = carol.post(f"/streams/{sid}/destination", added, format="json")
+    destination = documented(
+        r, "post", "/streams/{stream_id}/destination", "Stream destination added"
+    )
+    did = destination["id"]
+    r = carol.get(f"/streams/{sid}/destinations")
+    documented(r, "get", "/streams/{stream_id}/destinations", "Stream destinations")
+    one = "/streams/{stream_id}/destinations/{destination_id}"
+    documented(carol.get(f"/streams/{sid}/destinations/{did}"), "get", one, "Stream destination")
+    r = carol.patch(f"/streams/{sid}/destinations/{did}", {"isActive": True}, format="json")
+    documented(r, "patch", one, "Stream destination updated")
+
+    _, token = node_and_token
+    form = urlencode({"call": "publish", "app": "live", "name": stream["streamKey"], "clientid": 3})
+    r = anon.post(
+        f"/agents/hooks/{token}/publish", form, content_type="application/x-www-form-urlencoded"
+    )
+    documented(r, "post", "/agents/hooks/{token}/{event}", "OK")
+    nodes = client_for(token=token)
+    documented(nodes.get("/agents/streams"), "get", "/agents/streams", "Live streams for node")
+    r = nodes.get(f"/agents/config/{stream['streamKey']}")
+    documented(r, "get", "/agents/config/{stream_key}", "Stream Config")
+    report = {
+        "streams": [
+            {
+                "streamKey": stream["streamKey"],
+                "relays": [{"destinationId": did, "state": "live", "bitrateKbps": 2500.0}],
+            }
+        ],
+        "publishers": [stream["streamKey"]],
+    }
+    r = nodes.post("/agents/status", report, format="json")
+    documented(r, "post", "/agents/status", "Status recorded")
+    # Live, with a relay reported: provisionStatus and its destinations are filled in.
+    live = documented(carol.get(f"/streams/{sid}"), "get", "/streams/{stream_id}", "Stream detail")
+    assert live["provisionStatus"]["destinations"][0]["state"] == "live"
+    r = carol.patch(f"/streams/{sid}", {"isActive": True}, format="json")
+    documented(r, "patch", "/streams/{stream_id}", "Stream updated")
+    r = carol.post(f"/streams/{sid}/changeKey")
+    documented(r, "post", "/streams/{stream_id}/changeKey", "New stream key")
+
+    r = carol.delete(f"/streams/{sid}/destinations/{did}")
+    documented(r, "delete", one, "Stream destination deleted")
+    r = carol.delete(f"/streams/{sid}")
+    documented(r, "delete", "/streams/{stream_id}", "Stream deleted")
+    change = {"oldPassword": PASSWORD, "newPassword": "An0therL0ngPassw0rd"}
+    r = carol.post("/accounts/password", change, format="json")
+    documented(r, "post", "/accounts/password", "User password changed")
