@@ -14,6 +14,7 @@ from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
 from rig.api import ApiError, ErrorCode, StrictCharField, StrictInput, not_found, ok, parse
+from rig.metrics import observe_hook
 from streams import services as stream_services
 
 INGEST_APP = "live"
@@ -96,6 +97,7 @@ class PublishHookApi(APIView):
     permission_classes = [AllowAny]
     parser_classes = [FormParser, JSONParser]
 
+    @observe_hook
     def post(self, request: Request, token: str, event: str) -> Response:
         node = selectors.node_by_token(token=token)
         if node is None:
