@@ -146,8 +146,10 @@ def test_task_outcomes_from_a_real_worker(celery_worker_process) -> None:
     unreachable, _ = node_create("unreachable", agent_url="http://127.0.0.1:1")
     node_nudge.delay(unreachable.pk)  # connection refused: retried three times, then failed
     after = _wait_for(
-        lambda s: count(s, "succeeded") > count(before, "succeeded")
-        and count(s, "failed") > count(before, "failed"),
+        lambda s: (
+            count(s, "succeeded") > count(before, "succeeded")
+            and count(s, "failed") > count(before, "failed")
+        ),
         timeout=40,
     )
     assert count(after, "succeeded") == count(before, "succeeded") + 1
