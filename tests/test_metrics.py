@@ -1,8 +1,15 @@
 """/metrics: Prometheus text with the gauges an operator watches, the hook latency histogram and
 Celery task outcomes counted by a real worker; loopback or a token only."""
 
+import os
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +21,7 @@ from agents.models import IngestNode
 from agents.tasks import node_nudge
 from rig.metrics import task_outcome_record
 from streams.models import Relay, RelayState, Stream
-from tests.conftest import assert_error
+from tests.conftest import ROOT, _test_database_url, assert_error
 from tests.factories import DestinationFactory, StreamFactory, node_create
 from tests.test_agents_api import form_hook
 
@@ -182,3 +189,75 @@ def test_token_is_required_when_set(settings) -> None:
 
 def test_metrics_is_get_only() -> None:
     assert_error(APIClient().post("/metrics"), 405, 1001)
+
+
+@pytest.fixture
+def gunicorn_multiprocess(transactional_db: None, tmp_path) -> Any:
+    """rig under gunicorn with two worker processes sharing metrics through files."""
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "histogram_99999.db").write_bytes(b"stale")  # emptied at start
+    env = {
+        **os.environ,
+        "DATABASE_URL": _test_database_url(),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+    }
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "rig.wsgi:application",
+            *("-c", "deploy/gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "--workers", "2"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "gunicorn.log").open("wb"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1).close()
+            break
+        except OSError:
+            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    yield base, metrics_dir
+    process.terminate()
+    process.wait(10)
+
+
+def test_hook_histogram_is_one_total_across_gunicorn_workers(gunicorn_multiprocess) -> None:
+
+    base, metrics_dir = gunicorn_multiprocess
+    _, token = node_create("gnode")
+    assert not (metrics_dir / "histogram_99999.db").exists()
+    sent = 0
+    # until both workers have answered a hook (the kernel picks which one accepts)
+    while len(list(metrics_dir.glob("histogram_*.db"))) < 2 or sent < 10:
+        assert sent < 300, "one gunicorn worker took every connection"
+        request = urllib.request.Request(
+            f"{base}/agents/hooks/{token}/publish", data=b"app=live&name=nope&clientid=1"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 404
+        sent += 1
+    counts = set()
+    for _ in range(6):  # whichever worker answers the scrape, the total is the same
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        (count,) = [
+            s.value
+            for s in families["rig_hook_duration_seconds"].samples
+            if s.name.endswith("_count") and s.labels == {"hook": "publish", "outcome": "refused"}
+        ]
+        counts.add(count)
+        assert "rig_streams_live" in families
+    assert counts == {sent}
