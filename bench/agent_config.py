@@ -153,7 +153,8 @@ def wrk(url: str, token: str | None) -> dict[str, float]:
 
 def main() -> None:
     token, stream_key = prepare()
-    print(f"wrk -t2 -c{CONNECTIONS} -d{DURATION_S}s; DEBUG=0, Postgres, access log at INFO")
+    level = os.environ.get("RIG_LOG_LEVEL", "INFO")
+    print(f"wrk -t2 -c{CONNECTIONS} -d{DURATION_S}s; DEBUG=0, Postgres, RIG_LOG_LEVEL={level}")
     print(
         f"{'layout':34} {'endpoint':22} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}"
     )
