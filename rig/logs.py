@@ -31,6 +31,8 @@ _SECRET_PATHS = (
 # Attributes every LogRecord has; anything else was passed with `extra=` and goes into JSON.
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
 
+_PLAIN = (str, int, float, bool, type(None))
+
 access_logger = logging.getLogger("rig.access")
 
 
@@ -64,9 +66,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", request_id_var.get()),
         }
-        entry.update(
-            (key, value) for key, value in vars(record).items() if key not in _RECORD_ATTRS
-        )
+        for key, value in vars(record).items():
+            # plain extras only: django.request attaches the request, whose repr has the query
+            if key not in _RECORD_ATTRS and isinstance(value, _PLAIN):
+                entry[key] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

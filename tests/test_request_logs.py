@@ -6,6 +6,7 @@ import re
 
 import pytest
 from celery import shared_task
+from django.test import RequestFactory
 from rest_framework.test import APIClient
 
 from rig.logs import JsonFormatter, RequestIdFilter, redact, request_id_var
@@ -103,6 +104,12 @@ def test_filter_masks_secrets_in_any_record() -> None:
     assert record.getMessage() == "Internal Server Error: /agents/hooks/***/publish"
     assert getattr(record, "request_id", None) == "-"
     assert redact("token rign_Zz9-_x in text") == "token rign_*** in text"
+    # django.request passes the request itself, whose repr carries path and query string
+    request = RequestFactory().post("/agents/hooks/rign_tok/publish?name=streamkey")
+    error = logging.makeLogRecord({"msg": "boom", "request": request, "status_code": 500})
+    entry = json.loads(JsonFormatter().format(error))
+    assert "rign_tok" not in json.dumps(entry) and "streamkey" not in json.dumps(entry)
+    assert entry["status_code"] == 500
     assert redact("/agents/config/abcdef/") == "/agents/config/***/"
 
 
