@@ -2,8 +2,8 @@
 
 With PROMETHEUS_MULTIPROC_DIR set, every worker writes its in-process metrics (the hook latency
 histogram) to files there and /metrics merges them. Files left by an earlier run would add old
-counts, so the master empties the directory at start and drops a worker's files' live gauges
-when the worker exits.
+counts, so the master empties the directory at start, and tells prometheus-client when a worker
+exits (so live-process gauges stop counting it).
 """
 
 import os
