@@ -16,17 +16,20 @@ up: export RIG_RTMP_PORT ?= 1935
 up: export RIG_INGEST_URL ?= rtmp://127.0.0.1:$(RIG_RTMP_PORT)/live
 up: export RIG_AGENT_LISTEN ?= 127.0.0.1:8091
 up: export RIG_NODE_TOKEN_FILE ?= $(RUN)/node.token
+# gunicorn's workers share the hook histogram through files here (emptied at each start)
+up: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/$(RUN)/prometheus
 
 # `make test` talks to the real Postgres and Redis at their default local addresses.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help system-deps venv up test lint bench clean
+.PHONY: help system-deps venv up test lint bench bench-api clean
 
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
 	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1"
 	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push)"
+	@echo "make bench-api  /agents/config requests per second under gunicorn (wrk, Postgres)"
 
 system-deps:
 	@missing=""; \
@@ -66,6 +69,11 @@ test: system-deps lint
 
 bench: system-deps venv
 	$(BIN)/python -m bench.fanout
+
+bench-api: venv
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m bench.agent_config
 
 clean:
 	rm -rf $(RUN) db.sqlite3

@@ -32,6 +32,7 @@ from rig.api import (
     ok,
     parse,
 )
+from rig.metrics import observe_hook
 from rig.schema import payload
 from streams import services as stream_services
 
@@ -128,6 +129,7 @@ class PublishHookApi(APIView):
     parser_classes = [FormParser, JSONParser]
 
     @payload(HookResultPayload, request=HookForm, errors=HOOK_ERRORS)
+    @observe_hook
     def post(self, request: Request, token: str, event: str) -> Response:
         node = selectors.node_by_token(token=token)
         if node is None:

@@ -29,6 +29,7 @@ class ErrorCode(IntEnum):
     # Extensions to the v1 list (new codes only, existing ones unchanged).
     TOO_MANY_REQUESTS = 1010
     LIMIT_REACHED = 1011
+    UNAVAILABLE = 1012  # /readyz: a dependency (database, broker) cannot be reached
 
 
 class ApiError(Exception):

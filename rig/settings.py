@@ -10,6 +10,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from rig.env import database_from_url, env_bool, env_int, env_list, env_str
+from rig.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(env_str("RIG_RUN_DIR", str(BASE_DIR / ".run")))
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "rig.logs.RequestLogMiddleware",
     "rig.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -203,14 +205,15 @@ RIG_WEBHOOK_MAX_ATTEMPTS = env_int("RIG_WEBHOOK_MAX_ATTEMPTS", 6)
 # How long a worker waits for a node's agent to accept a nudge (the agent's poll is the backstop).
 RIG_NUDGE_TIMEOUT_S = float(env_int("RIG_NUDGE_TIMEOUT_MS", 2000)) / 1000
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("RIG_LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
+# Plain text with the request id for development; RIG_LOG_FORMAT=json for one object per line.
+LOGGING = logging_config(
+    level=env_str("RIG_LOG_LEVEL", "INFO"), fmt=env_str("RIG_LOG_FORMAT", "plain")
+)
 # A live session its node has not vouched for (agents report their publishers every 2 s) for
 # this long is over: ended if the node says the publisher is gone, else open to a new publish.
 RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 15)
+
+# /metrics is open to loopback clients; with a token set, it needs `Authorization: Bearer <it>`.
+RIG_METRICS_TOKEN = env_str("RIG_METRICS_TOKEN", "")
+# Seconds /readyz waits for the broker's Redis before calling it down.
+RIG_READYZ_TIMEOUT_S = float(env_int("RIG_READYZ_TIMEOUT_MS", 1000)) / 1000

@@ -10,8 +10,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from rig import docs
-from rig.api import not_found
+from rig import docs, monitoring
+from rig.api import not_found, route
 
 
 class UnknownRouteApi(APIView):
@@ -26,6 +26,9 @@ class UnknownRouteApi(APIView):
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    route("metrics", monitoring.MetricsApi.as_view(), "metrics"),
+    route("healthz", monitoring.HealthzApi.as_view(), "healthz"),
+    route("readyz", monitoring.ReadyzApi.as_view(), "readyz"),
     path("", include("accounts.urls")),
     path("", include("streams.urls")),
     path("", include("agents.urls")),

@@ -1,0 +1,187 @@
+"""`make bench-api`: requests per second of `GET /agents/config/<key>` under gunicorn, with wrk.
+
+End to end in one command: a Postgres database of its own (created and migrated), an ingest node
+and a stream with four destinations, then for each gunicorn layout a production-like server
+(DEBUG=0, access log on) measured with `wrk` from a second process, /healthz first as the
+baseline of what the stack costs without a query. Prints rps, p50/p99 latency and the ratio.
+
+Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_obsbench),
+BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNECTIONS (16).
+"""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".run" / "bench-api"
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig_obsbench"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+DURATION_S = int(os.environ.get("BENCH_DURATION_S", "15"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+LAYOUTS = {
+    "2 workers x 4 threads (Procfile)": ["--workers", "2", "--threads", "4"],
+    "4 sync workers": ["--workers", "4"],
+}
+
+SETUP = """
+from accounts.models import User
+from streams.models import Destination, Stream
+user, _ = User.objects.get_or_create(username="bench", defaults={"email": "bench@example.com"})
+stream = Stream.objects.filter(owner=user).first()
+if stream is None:
+    from streams.services import new_stream_key
+    stream = Stream.objects.create(owner=user, stream_key=new_stream_key())
+for i in range(4 - stream.destinations.count()):
+    Destination.objects.create(stream=stream, service="YouTube", stream_key=f"bench-dest-{i}")
+print(stream.stream_key)
+"""
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "rig.settings",
+        "DEBUG": "0",
+        "SECRET_KEY": "bench-only-secret-key-" + "x" * 40,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DATABASE_URL": DATABASE_URL,
+        "REDIS_URL": REDIS_URL,
+        "PROMETHEUS_MULTIPROC_DIR": str(WORK / "prometheus"),
+    }
+
+
+def _manage(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip()
+
+
+def _create_database() -> None:
+    parts = urlsplit(DATABASE_URL)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def prepare() -> tuple[str, str]:
+    """(node token, stream key) in a migrated database."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    _create_database()
+    _manage("migrate", "--noinput")
+    token_file = WORK / "node.token"
+    _manage("node_create", "bench-node", "--token-file", str(token_file))
+    stream_key = _manage("shell", "-c", SETUP).splitlines()[-1]
+    return token_file.read_text().strip(), stream_key
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_gunicorn(layout: list[str], port: int) -> subprocess.Popen:
+    log = (WORK / "gunicorn.log").open("ab")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "rig.wsgi:application",
+            "-c",
+            "deploy/gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--timeout",
+            "30",
+            *layout,
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=log,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                return process
+        except OSError:
+            assert process.poll() is None, f"gunicorn exited; see {WORK / 'gunicorn.log'}"
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.2)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def wrk(url: str, token: str | None) -> dict[str, float]:
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "--latency", url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def main() -> None:
+    token, stream_key = prepare()
+    level = os.environ.get("RIG_LOG_LEVEL", "INFO")
+    print(f"wrk -t2 -c{CONNECTIONS} -d{DURATION_S}s; DEBUG=0, Postgres, RIG_LOG_LEVEL={level}")
+    print(
+        f"{'layout':34} {'endpoint':22} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}"
+    )
+    for name, layout in LAYOUTS.items():
+        port = _free_port()
+        server = _start_gunicorn(layout, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            config_url = f"{base}/agents/config/{stream_key}"
+            request = urllib.request.Request(
+                config_url, headers={"Authorization": f"Bearer {token}"}
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 200
+            healthz = wrk(f"{base}/healthz", None)
+            config = wrk(config_url, token)
+            for endpoint, result in (("/healthz", healthz), ("/agents/config/<key>", config)):
+                ratio = result["rps"] / healthz["rps"]
+                print(
+                    f"{name:34} {endpoint:22} {result['rps']:8.0f} {result['p50']:8.2f} "
+                    f"{result['p99']:8.2f} {ratio:10.2f}"
+                    + (f"  ({result['non2xx']:.0f} non-2xx!)" if result["non2xx"] else "")
+                )
+        finally:
+            server.terminate()
+            server.wait(15)
+
+
+if __name__ == "__main__":
+    main()
