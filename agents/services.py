@@ -111,6 +111,24 @@ def node_report(
     return len(rows)
 
 
+def _node_lost_events(node: IngestNode, ended: list[Stream]) -> None:
+    """node.lost to each owner whose live sessions were on the node, naming those streams."""
+    by_owner: dict[Any, list[str]] = {}
+    for stream in ended:
+        by_owner.setdefault(stream.owner_id, []).append(str(stream.id))
+    lost_at = node.lost_at.isoformat() if node.lost_at else None
+    events_emit(
+        events=[
+            (
+                owner,
+                "node.lost",
+                {"node": node.name, "region": node.region, "lostAt": lost_at, "streamIDs": ids},
+            )
+            for owner, ids in by_owner.items()
+        ]
+    )
+
+
 def nodes_mark_lost() -> list[str]:
     """Nodes whose heartbeats stopped for RIG_NODE_STALE_S are lost: their sessions end, their
     publishers reconnect elsewhere, and when the node reports again its agent is told (by
@@ -127,6 +145,7 @@ def nodes_mark_lost() -> list[str]:
             node.lost_at = now
             node.save(update_fields=["lost_at"])
             ended = stream_services.sessions_end_on_lost_node(node=node)
+            _node_lost_events(node, ended)
             silent = (now - node.last_seen_at).total_seconds() if node.last_seen_at else None
             logger.warning(
                 "node %s lost: no heartbeat for %.1f s; %d live sessions ended",

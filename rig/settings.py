@@ -178,6 +178,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(RIG_NODE_CHECK_S),
         "options": {"expires": float(RIG_NODE_CHECK_S)},  # a backlog of checks is pointless
     },
+    # Webhook deliveries that were never enqueued (broker down) or whose retry is due.
+    "webhook-deliveries-sweep": {
+        "task": "webhooks.tasks.delivery_sweep",
+        "schedule": 60.0,
+        "options": {"expires": 60.0},
+    },
 }
 
 # Where OBS connects when no ingest node has been chosen yet (a node's own URL wins).

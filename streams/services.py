@@ -112,7 +112,8 @@ def stream_update(*, stream: Stream, is_active: bool | None = None) -> Stream:
 @transaction.atomic
 def stream_delete(*, stream: Stream) -> None:
     stream = Stream.objects.select_for_update().get(pk=stream.pk)
-    _nudge_if_live(stream)
+    if stream.is_streaming:  # webhooks hear that the session ended, and why
+        _session_end(stream, reason="stream deleted")
     stream.delete()
 
 
@@ -236,6 +237,8 @@ def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
         if not _publisher_stale(stream):
             raise ApiError(ErrorCode.IN_USE, "Stream is already live", 409)
     _check_node_admits(node, stream)
+    if stream.is_streaming:  # a session nobody vouches for any more ends here
+        _session_end(stream, reason="publisher replaced")
     now = timezone.now()
     stream.is_streaming = True
     stream.node = node

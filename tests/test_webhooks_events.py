@@ -210,13 +210,73 @@ def test_report_costs_one_query_more_when_nothing_changes(
     assert WebhookDelivery.objects.count() == before
 
 
-def test_event_emit_for_node_lost(alice, bob, enqueued) -> None:
-    """The entry point other parts of rig use (node.lost comes from a periodic check)."""
-    from webhooks.services import event_emit
+def test_lost_node_tells_each_owner_once_which_streams_it_took_down(
+    node_and_token, alice, bob, settings, enqueued
+) -> None:
+    from datetime import timedelta
 
-    alices, bobs = webhook(alice, ["node.lost"]), webhook(bob)
-    assert event_emit(user_id=alice.id, event="node.lost", data={"node": "node1"}) == 1
-    assert [(e, p["data"]) for e, p in sent(alices)] == [("node.lost", {"node": "node1"})]
-    assert sent(bobs) == []
-    with pytest.raises(ValueError):
-        event_emit(user_id=alice.id, event="node.exploded", data={})
+    from django.utils import timezone
+
+    from agents.models import IngestNode
+    from agents.tasks import nodes_check
+
+    node, token = node_and_token
+    alices, bobs, quiet = webhook(alice), webhook(bob, ["node.lost"]), webhook(bob, ["ping"])
+    first, second = StreamFactory.create(owner=alice), StreamFactory.create(owner=alice)
+    third = StreamFactory.create(owner=bob)
+    for stream in (first, second, third):
+        assert form_hook(token, "publish", stream.stream_key).status_code == 200
+    IngestNode.objects.filter(pk=node.pk).update(
+        last_seen_at=timezone.now() - timedelta(seconds=settings.RIG_NODE_STALE_S + 1)
+    )
+    assert nodes_check() == ["node1"]
+    lost = [p["data"] for e, p in sent(alices) if e == "node.lost"]
+    assert len(lost) == 1
+    assert lost[0]["node"] == "node1" and lost[0]["region"] == "local" and lost[0]["lostAt"]
+    assert sorted(lost[0]["streamIDs"]) == sorted([str(first.id), str(second.id)])
+    ended = [p["data"] for e, p in sent(alices) if e == "stream.ended"]
+    assert {d["reason"] for d in ended} == {"node lost"} and len(ended) == 2
+    assert [(e, p["data"]["streamIDs"]) for e, p in sent(bobs)] == [("node.lost", [str(third.id)])]
+    assert sent(quiet) == []
+    assert nodes_check() == []  # once
+    assert len([e for e, _ in sent(alices) if e == "node.lost"]) == 1
+
+
+def test_stale_session_taken_over_ends_with_an_event(
+    node_and_token, alice, alice_stream, settings, enqueued
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from tests.factories import node_create
+
+    _, token = node_and_token
+    hook = webhook(alice)
+    form_hook(token, "publish", alice_stream.stream_key)
+    Stream.objects.filter(pk=alice_stream.pk).update(
+        publisher_seen_at=timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
+    )
+    _, other_token = node_create("node2")
+    assert (
+        form_hook(other_token, "publish", alice_stream.stream_key, clientid="9").status_code == 200
+    )
+    events = [(e, p["data"]["node"], p["data"]["reason"]) for e, p in sent(hook)]
+    assert events == [
+        ("stream.live", "node1", None),
+        ("stream.ended", "node1", "publisher replaced"),
+        ("stream.live", "node2", None),
+    ]
+
+
+def test_deleting_a_live_stream_ends_its_session_with_an_event(
+    node_and_token, alice, alice_client: APIClient, alice_stream, enqueued
+) -> None:
+    _, token = node_and_token
+    hook = webhook(alice)
+    form_hook(token, "publish", alice_stream.stream_key)
+    assert_ok(alice_client.delete(f"/streams/{alice_stream.id}"), "Stream deleted")
+    assert [(e, p["data"]["reason"]) for e, p in sent(hook)] == [
+        ("stream.live", None),
+        ("stream.ended", "stream deleted"),
+    ]
