@@ -19,6 +19,7 @@ from agents.payloads import (
     HookForm,
     HookResultPayload,
     LiveStreamPayload,
+    NodePayload,
     StatusRecordedPayload,
 )
 from rig.api import (
@@ -153,13 +154,18 @@ class PublishHookApi(APIView):
 
 
 class NodeListApi(APIView):
+    """Staff users only: every ingest node with its health and load."""
+
     permission_classes = [IsAdminUser]
 
+    @payload(NodePayload, many=True)
     def get(self, request: Request) -> Response:
         return ok("Ingest nodes", selectors.node_list())
 
 
 class NodeDetailApi(APIView):
+    """Staff users only: one ingest node; drain it or change its capacity."""
+
     permission_classes = [IsAdminUser]
 
     class UpdateSerializer(StrictInput):
@@ -168,10 +174,12 @@ class NodeDetailApi(APIView):
 
     _FIELDS = {"isDraining": "is_draining", "capacity": "capacity"}
 
+    @payload(NodePayload)
     def get(self, request: Request, node_id: str) -> Response:
         node = selectors.node_get(node_id=node_id)
         return ok("Ingest node", selectors.node_detail(node=node))
 
+    @payload(NodePayload)
     def patch(self, request: Request, node_id: str) -> Response:
         node = selectors.node_get(node_id=node_id)
         data = parse(self.UpdateSerializer, request)

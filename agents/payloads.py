@@ -38,10 +38,48 @@ class HookForm(serializers.Serializer):
     clientid = serializers.CharField(required=False, help_text="nginx's id of the connection.")
 
 
-# What the hook answers besides 200 (any non-2xx refuses the publisher).
+# What the hook answers besides 200 (any non-2xx refuses the publisher): 503 is the node
+# draining or not reporting (1009) or at capacity (1011).
 HOOK_ERRORS = {
     401: [ErrorCode.INVALID_CREDENTIALS],
     403: [ErrorCode.INVALID_CREDENTIALS],
     409: [ErrorCode.IN_USE],
-    503: [ErrorCode.IN_USE],
+    503: [ErrorCode.IN_USE, ErrorCode.LIMIT_REACHED],
 }
+
+
+# --- operators' view of the nodes (agents.selectors.node_payload) ----------------------------
+
+NODE_HEALTH = ["healthy", "stale", "lost", "unknown"]
+
+
+class NodeLoadPayload(serializers.Serializer):
+    streams = serializers.IntegerField(help_text="Live streams on the node.")
+    relays = serializers.IntegerField(help_text="Relays those streams want (active destinations).")
+    relaysRunning = serializers.IntegerField(help_text="Relays running, as the node last reported.")
+    loadAvg1 = serializers.FloatField(
+        allow_null=True, help_text="The host's 1-minute load average, as last reported."
+    )
+    utilization = serializers.FloatField(
+        allow_null=True, help_text="relays / capacity; null when the capacity is 0."
+    )
+
+
+class NodePayload(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    region = serializers.CharField()
+    hostname = serializers.CharField(allow_blank=True)
+    rtmpUrl = serializers.CharField(help_text="The public ingest URL OBS connects to.")
+    capacity = serializers.IntegerField(help_text="The most relays the node may run.")
+    isDraining = serializers.BooleanField(help_text="Draining: no new publishes, live ones go on.")
+    health = serializers.ChoiceField(
+        choices=NODE_HEALTH,
+        help_text="stale: heartbeats late, not yet lost; unknown: it never reported.",
+    )
+    lastSeen = serializers.DateTimeField(allow_null=True)
+    heartbeatAgeS = serializers.FloatField(
+        allow_null=True, help_text="Seconds since the last heartbeat."
+    )
+    lostAt = serializers.DateTimeField(allow_null=True)
+    load = NodeLoadPayload()

@@ -29,6 +29,8 @@ from agents.models import IngestNode
 from rig.api import ApiError, ErrorCode, ok
 from rig.celery import app as celery_app
 from rig.metrics import TaskOutcomeCollector
+from rig.payloads import HealthPayload, ReadinessPayload
+from rig.schema import error_response, payload, plain_text
 from streams.models import Relay, RelayState, Stream
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,34 @@ class _OpsEndpoint(APIView):
 
 
 class MetricsApi(_OpsEndpoint):
+    """Prometheus' scrape target. With RIG_METRICS_TOKEN set, send it as a bearer token;
+    without it, only loopback clients are answered (others get 403)."""
+
+    # Checked by metrics_authorize, not by DRF: for the schema only.
+    security_scheme = (
+        "metricsToken",
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "RIG_METRICS_TOKEN; unset, /metrics answers loopback clients only.",
+        },
+        True,
+    )
+
+    @plain_text(
+        "text/plain",
+        "Prometheus text exposition format 0.0.4 "
+        "(`Content-Type: text/plain; version=0.0.4; charset=utf-8`).",
+        errors={
+            401: error_response(
+                ErrorCode.INVALID_CREDENTIALS, note="here: not RIG_METRICS_TOKEN, or none"
+            ),
+            403: error_response(
+                ErrorCode.INVALID_CREDENTIALS,
+                note="here: RIG_METRICS_TOKEN unset, client not on loopback",
+            ),
+        },
+    )
     def get(self, request: Request) -> HttpResponse:
         metrics_authorize(request)
         return HttpResponse(generate_latest(_Scrape()), content_type=CONTENT_TYPE_PLAIN_0_0_4)
@@ -158,6 +188,7 @@ class MetricsApi(_OpsEndpoint):
 class HealthzApi(_OpsEndpoint):
     """The process is up and answering; touches nothing else."""
 
+    @payload(HealthPayload)
     def get(self, request: Request) -> Response:
         return ok("ok", {"status": "ok"})
 
@@ -184,6 +215,7 @@ class ReadyzApi(_OpsEndpoint):
 
     checks = {"database": _database_check, "broker": _broker_check}
 
+    @payload(ReadinessPayload, errors={503: [ErrorCode.UNAVAILABLE]})
     def get(self, request: Request) -> Response:
         results: dict[str, str] = {}
         failed: dict[str, list[str]] = {}

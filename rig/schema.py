@@ -3,9 +3,14 @@
 What the generator cannot see on its own is filled in here, once, for every view:
 - request bodies come from a view's nested ``InputSerializer`` (``UpdateSerializer`` for PATCH);
 - every success is the envelope ``{message, payload}`` with status 200; a view names the payload's
-  shape with ``@payload(Shape)`` on the method, and undeclared payloads are documented as any JSON;
+  shape with ``@payload(Shape)`` on the method. An undeclared payload is documented as any JSON
+  and is a generator warning (``manage.py spectacular --fail-on-warn`` fails on it). The one
+  exception is /metrics, Prometheus' text format (``plain_text``);
 - error responses reference one ``Error`` component; the usual ones (400/413/415 for a body, 401
-  for a token, 404 for path parameters, 429 for throttling) are added from what the view does;
+  for a token, 403 for staff-only views, 404 for path parameters, 429 for throttling) are added
+  from what the view does;
+- a view that checks a credential itself, outside DRF's authentication, names its security scheme
+  with a ``security_scheme = (name, definition, optional)`` attribute;
 - routes are ``re_path``s with an optional trailing slash: the preprocessing hook keeps one clean
   path per route and leaves out the catch-all.
 """
@@ -17,12 +22,14 @@ from typing import Any
 
 from django.views.generic import View
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from drf_spectacular.drainage import warn
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import build_parameter_type
+from drf_spectacular.plumbing import ResolvedComponent, build_parameter_type
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 
 from rig.api import ErrorCode, StrictInput
 
@@ -88,9 +95,18 @@ def success_response(
     return OpenApiResponse(response=envelope(shape, many), description="Success (HTTP 200).")
 
 
-def error_response(*codes: ErrorCode) -> OpenApiResponse:
+def error_response(*codes: ErrorCode, note: str = "") -> OpenApiResponse:
+    """The Error body, described by its codes (and what this status means here, if noted)."""
     text = "; ".join(f"{int(code)}: {ERROR_DESCRIPTIONS[code]}" for code in codes)
-    return OpenApiResponse(response=ErrorSerializer, description=text)
+    return OpenApiResponse(
+        response=ErrorSerializer, description=f"{text} ({note})" if note else text
+    )
+
+
+# The error of a staff-only view (IsAdminUser) to a user who is not staff.
+NOT_STAFF = error_response(
+    ErrorCode.INVALID_CREDENTIALS, note="here: a valid token, not a staff user's"
+)
 
 
 def payload(
@@ -106,6 +122,18 @@ def payload(
     for status, codes in (errors or {}).items():
         responses[status] = error_response(*codes)
     return extend_schema(responses=responses, **extend)
+
+
+def plain_text(
+    media_type: str, description: str, errors: Mapping[int, OpenApiResponse] | None = None
+) -> Callable[[Any], Any]:
+    """Decorate a view method that answers text, not the envelope (only /metrics does); its
+    errors are still the Error body (``error_response``)."""
+    responses: dict[Any, Any] = {
+        (200, media_type): OpenApiResponse(response=OpenApiTypes.STR, description=description),
+        **(errors or {}),
+    }
+    return extend_schema(responses=responses)
 
 
 def component_name(serializer_class: type) -> str:
@@ -127,6 +155,8 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
         {"type": "string", "enum": ["publish", "publish_done"]},
         "nginx-rtmp's on_publish or on_publish_done.",
     ),
+    "node_id": ({"type": "integer"}, "The ingest node's id."),
+    "webhook_id": ({"type": "string", "format": "uuid"}, "The webhook's id."),
 }
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -158,7 +188,29 @@ class RigAutoSchema(AutoSchema):
         return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() + "_" + self.method.lower()
 
     def get_response_serializers(self) -> Any:
+        """Only for a method without ``@payload`` (which replaces this): any JSON, and a warning."""
+        warn(
+            f"{type(self.view).__name__}.{self.method.lower()} does not declare its payload: "
+            "decorate it with @rig.schema.payload(Shape)"
+        )
         return {200: success_response(None)}
+
+    def get_auth(self) -> list[dict[str, list[str]]]:
+        scheme: tuple[str, dict[str, Any], bool] | None = getattr(
+            self.view, "security_scheme", None
+        )
+        if scheme is None:
+            return list(super().get_auth())
+        name, definition, optional = scheme
+        self.registry.register_on_missing(
+            ResolvedComponent(
+                name=name,
+                type=ResolvedComponent.SECURITY_SCHEMA,
+                object=name,
+                schema=definition,
+            )
+        )
+        return [{name: []}, {}] if optional else [{name: []}]  # {}: also without a credential
 
     def get_serializer_name(self, serializer: Any, direction: Any) -> str:
         return component_name(type(serializer))
@@ -189,8 +241,8 @@ class RigAutoSchema(AutoSchema):
         permissions = [type(p) for p in self.view.get_permissions()]
         return bool(self.view.get_authenticators()) and AllowAny not in permissions
 
-    def _default_errors(self) -> dict[int, list[ErrorCode]]:
-        errors: dict[int, list[ErrorCode]] = {}
+    def _default_errors(self) -> dict[int, list[ErrorCode] | OpenApiResponse]:
+        errors: dict[int, list[ErrorCode] | OpenApiResponse] = {}
         body = self.get_request_serializer() if self.method in _BODY_METHODS else None
         if body is not None:
             if _is_strict_input(body):  # validated by rig.api.parse
@@ -199,6 +251,8 @@ class RigAutoSchema(AutoSchema):
             errors[415] = [ErrorCode.UNSUPPORTED_MEDIA_TYPE]
         if self._requires_token():
             errors[401] = [ErrorCode.INVALID_CREDENTIALS]
+        if IsAdminUser in [type(p) for p in self.view.get_permissions()]:
+            errors[403] = NOT_STAFF
         if re.search(r"{\w+}", self.path):
             errors[404] = [ErrorCode.NOT_FOUND]
         if self.view.get_throttles():
@@ -207,10 +261,12 @@ class RigAutoSchema(AutoSchema):
 
     def _get_response_bodies(self, direction: Any = "response") -> Any:
         responses = super()._get_response_bodies(direction)
-        for status, codes in self._default_errors().items():
+        for status, error in self._default_errors().items():
             if str(status) not in responses:
+                if not isinstance(error, OpenApiResponse):
+                    error = error_response(*error)
                 responses[str(status)] = self._get_response_for_code(
-                    error_response(*codes), str(status), direction=direction
+                    error, str(status), direction=direction
                 )
         return dict(sorted(responses.items()))
 

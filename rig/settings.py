@@ -146,6 +146,8 @@ SPECTACULAR_SETTINGS = {
     },
     "COMPONENT_SPLIT_PATCH": False,  # PATCH bodies are documented with their real required fields
     "PREPROCESSING_HOOKS": ["rig.schema.clean_routes"],
+    # A relay's state is in several payloads (provisionStatus' items, the relay API): one name.
+    "ENUM_NAME_OVERRIDES": {"RelayStateEnum": "streams.payloads.RELAY_STATES"},
 }
 
 SIMPLE_JWT = {

@@ -17,6 +17,8 @@ from streams.models import Destination, Service, Stream
 from streams.payloads import (
     DestinationDeletedPayload,
     DestinationPayload,
+    RelayDetailPayload,
+    RelayPayload,
     StreamDeletedPayload,
     StreamKeyPayload,
     StreamPayload,
@@ -178,6 +180,7 @@ class DestinationDetailApi(APIView):
 
 
 class RelayListApi(APIView):
+    @payload(RelayPayload, many=True)
     def get(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
         return ok("Stream relays", selectors.relay_list(stream=stream))
@@ -191,12 +194,16 @@ class _RelayApi(APIView):
 
 
 class RelayDetailApi(_RelayApi):
+    @payload(RelayDetailPayload)
     def get(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         return ok("Stream relay", selectors.relay_detail(destination=destination))
 
 
 class RelayRestartApi(_RelayApi):
+    """Ask the serving node to restart this relay (a new connection to the platform)."""
+
+    @payload(RelayPayload, errors={409: [ErrorCode.IN_USE]})
     def post(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         destination = services.relay_restart(destination=destination)
@@ -204,10 +211,20 @@ class RelayRestartApi(_RelayApi):
 
 
 class RelayMuteApi(_RelayApi):
-    muted = True  # as_view(muted=False) serves .../unmute
+    """Drop the audio track to this destination only."""
 
+    muted = True
+
+    @payload(RelayPayload)
     def post(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         destination = services.relay_mute(destination=destination, muted=self.muted)
         message = "Relay muted" if self.muted else "Relay unmuted"
         return ok(message, selectors.relay_payload(destination))
+
+
+class RelayUnmuteApi(RelayMuteApi):
+    """Restore the audio track to this destination (a view of its own: one operation id per
+    route in the schema)."""
+
+    muted = False

@@ -30,14 +30,35 @@ class RelayStatusPayload(serializers.Serializer):
     lastError = serializers.CharField(allow_null=True)
 
 
+class RelayPayload(RelayStatusPayload):
+    """One relay as the relay API shows it: its status plus the destination's controls."""
+
+    isActive = serializers.BooleanField()
+    isMuted = serializers.BooleanField()
+
+
+class RelayDetailPayload(RelayPayload):
+    log = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The relay's last log lines (at most 100), stream keys masked as `***`.",
+    )
+
+
 class IngestServerPayload(serializers.Serializer):
     hostname = serializers.CharField(allow_blank=True)
-    lastCheck = serializers.DateTimeField()
+    lastCheck = serializers.DateTimeField(
+        allow_null=True,
+        help_text="The serving node's last heartbeat while live (null: it never reported).",
+    )
 
 
 class ProvisionStatusPayload(serializers.Serializer):
     state = serializers.ChoiceField(choices=PROVISION_STATES)
-    reason = serializers.CharField(allow_null=True)
+    reason = serializers.CharField(
+        allow_null=True,
+        help_text="Why the session ended (`publisher disconnected`, `publisher gone`, "
+        "`stream key changed`, `stream deactivated`, `node lost`); null while it lasts.",
+    )
     node = serializers.CharField()
     region = serializers.CharField()
     server = IngestServerPayload()

@@ -21,9 +21,5 @@ urlpatterns = [
         rf"streams/{_ID}/relays/{_DEST}/restart", apis.RelayRestartApi.as_view(), "relay-restart"
     ),
     route(rf"streams/{_ID}/relays/{_DEST}/mute", apis.RelayMuteApi.as_view(), "relay-mute"),
-    route(
-        rf"streams/{_ID}/relays/{_DEST}/unmute",
-        apis.RelayMuteApi.as_view(muted=False),
-        "relay-unmute",
-    ),
+    route(rf"streams/{_ID}/relays/{_DEST}/unmute", apis.RelayUnmuteApi.as_view(), "relay-unmute"),
 ]

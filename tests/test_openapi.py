@@ -12,15 +12,17 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.urls import URLPattern, URLResolver, get_resolver
+from drf_spectacular.drainage import GENERATOR_STATS, reset_generator_stats
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from accounts.models import User
 from agents.models import IngestNode
-from rig.api import ErrorCode
+from rig.api import ErrorCode, route
 from tests.conftest import assert_error, assert_ok, client_for
-from tests.factories import PASSWORD
+from tests.factories import PASSWORD, UserFactory, node_create
+from webhooks.models import DeliveryStatus, WebhookDelivery
 
 # Routes that are not part of the API they describe, or not the API at all.
 NOT_API = {"schema", "docs", "docs-assets", "unknown-route"}
@@ -98,9 +100,15 @@ def _ref_name(ref: dict[str, Any]) -> str:
 
 def test_every_success_is_the_envelope(schema: dict[str, Any]) -> None:
     components = schema["components"]["schemas"]
+    assert "AnyEnvelope" not in components  # every payload is declared
     for path, method, operation in _operations(schema):
         successes = [code for code in operation["responses"] if code.startswith("2")]
         assert successes == ["200"], (method, path)
+        if path == "/metrics":  # Prometheus scrapes text, not JSON
+            assert operation["responses"]["200"]["content"] == {
+                "text/plain": {"schema": {"type": "string"}}
+            }
+            continue
         body = operation["responses"]["200"]["content"]["application/json"]["schema"]
         envelope = components[_ref_name(body)]
         assert set(envelope["properties"]) == {"message", "payload"}, (method, path)
@@ -111,11 +119,26 @@ def test_every_success_is_the_envelope(schema: dict[str, Any]) -> None:
 def test_every_error_response_is_the_error_component(schema: dict[str, Any]) -> None:
     for path, method, operation in _operations(schema):
         errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
-        assert errors, (method, path)
+        # /healthz answers whenever the process answers at all: it has no error of its own.
+        assert errors or path == "/healthz", (method, path)
         for code, response in errors.items():
             body = response["content"]["application/json"]["schema"]
             assert body == {"$ref": "#/components/schemas/Error"}, (method, path, code)
             assert re.match(r"^\d{4}: ", response["description"]), (method, path, code)
+
+
+class _UndeclaredApi(APIView):
+    def get(self, request: Any) -> Any:  # no @payload
+        raise NotImplementedError
+
+
+def test_an_undeclared_payload_is_a_generator_warning() -> None:
+    generator = SchemaGenerator(patterns=[route("undeclared", _UndeclaredApi.as_view(), "u")])
+    document = generator.get_schema(request=None, public=True)
+    assert "AnyEnvelope" in document["components"]["schemas"]
+    warnings = list(GENERATOR_STATS._warn_cache)
+    reset_generator_stats()
+    assert any("_UndeclaredApi.get does not declare its payload" in w for w in warnings)
 
 
 def test_error_component_lists_every_error_code(schema: dict[str, Any]) -> None:
@@ -142,22 +165,48 @@ def test_default_errors_follow_what_the_view_does(schema: dict[str, Any]) -> Non
     assert set(detail["responses"]) == {"200", "400", "401", "404", "413", "415"}
     listing = _operation(schema, "get", "/streams")
     assert set(listing["responses"]) == {"200", "401"}
+    # staff only: a user's valid token that is not a staff user's is 403
+    assert set(_operation(schema, "get", "/agents/nodes")["responses"]) == {"200", "401", "403"}
+    node = _operation(schema, "patch", "/agents/nodes/{node_id}")
+    assert set(node["responses"]) == {"200", "400", "401", "403", "404", "413", "415"}
+    assert "not a staff user" in node["responses"]["403"]["description"]
+    restart = _operation(schema, "post", "/streams/{stream_id}/relays/{destination_id}/restart")
+    assert restart["responses"]["409"]["description"].startswith("1009: ")
+    hook = _operation(schema, "post", "/agents/hooks/{token}/{event}")
+    assert re.match(r"1009: .*; 1011: ", hook["responses"]["503"]["description"])
+    readyz = _operation(schema, "get", "/readyz")
+    assert set(readyz["responses"]) == {"200", "503"}
+    assert readyz["responses"]["503"]["description"].startswith("1012: ")
+    webhook = _operation(schema, "post", "/webhooks")
+    assert webhook["responses"]["409"]["description"].startswith("1011: ")
+
+
+def test_operation_ids_are_unique(schema: dict[str, Any]) -> None:
+    ids = [operation["operationId"] for _, _, operation in _operations(schema)]
+    assert len(ids) == len(set(ids))
+    mute = "/streams/{stream_id}/relays/{destination_id}/mute"
+    assert _operation(schema, "post", mute)["operationId"] == "relay_mute_post"
+    assert _operation(schema, "post", mute.replace("mute", "unmute"))["operationId"] == (
+        "relay_unmute_post"
+    )
 
 
 def test_security_schemes(schema: dict[str, Any]) -> None:
     schemes = schema["components"]["securitySchemes"]
     assert schemes["jwtAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     assert schemes["nodeToken"]["scheme"] == "bearer"
+    assert schemes["metricsToken"]["scheme"] == "bearer"
+    public = {"/accounts", "/accounts/auth/local", "/accounts/auth/refresh", "/healthz", "/readyz"}
     for path, method, operation in _operations(schema):
         expected: list[dict[str, list[str]]]
-        if path.startswith("/agents/hooks") or path in {
-            "/accounts",
-            "/accounts/auth/local",
-            "/accounts/auth/refresh",
-        }:
-            expected = [{}]
+        if path.startswith("/agents/hooks") or path in public:
+            expected = [{}]  # nginx-rtmp's hooks carry the node's token in the path
+        elif path.startswith("/agents/nodes"):
+            expected = [{"jwtAuth": []}]  # operators: staff users (IsAdminUser)
         elif path.startswith("/agents"):
-            expected = [{"nodeToken": []}]
+            expected = [{"nodeToken": []}]  # the ingest nodes' agents
+        elif path == "/metrics":
+            expected = [{"metricsToken": []}, {}]  # or no token, from loopback only
         else:
             expected = [{"jwtAuth": []}]
         assert operation["security"] == expected, (method, path)
@@ -253,20 +302,41 @@ def _json_schema(node: Any, components: dict[str, Any]) -> Any:
 
 
 class Documented:
-    """Checks each answer against the 200 schema of its operation and records which ran."""
+    """Checks each answer against the schema of its operation and records which ran."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
         self.schema = schema
         self.checked: set[tuple[str, str]] = set()
 
+    def _validate(self, body: Any, schema: dict[str, Any]) -> None:
+        components = self.schema["components"]["schemas"]
+        jsonschema.validate(body, _json_schema(copy.deepcopy(schema), components))
+
     def __call__(self, response: Any, method: str, path: str, message: str) -> Any:
         payload = assert_ok(response, message)
         operation = _operation(self.schema, method, path)
-        body = operation["responses"]["200"]["content"]["application/json"]["schema"]
-        components = self.schema["components"]["schemas"]
-        jsonschema.validate(response.json(), _json_schema(copy.deepcopy(body), components))
+        self._validate(
+            response.json(), operation["responses"]["200"]["content"]["application/json"]["schema"]
+        )
         self.checked.add((method, path))
         return payload
+
+    def error(self, response: Any, method: str, path: str, status: int, code: int) -> None:
+        """An error answer: its status is documented for the operation, with its code."""
+        body = assert_error(response, status, code)
+        documented = _operation(self.schema, method, path)["responses"].get(str(status))
+        assert documented is not None, (method, path, status)
+        assert re.search(rf"(^|; ){code}: ", documented["description"]), (method, path, status)
+        self._validate(body, documented["content"]["application/json"]["schema"])
+
+    def text(self, response: Any, method: str, path: str) -> str:
+        """A 200 that is not JSON: its media type is the documented one."""
+        assert response.status_code == 200, response.content
+        content = _operation(self.schema, method, path)["responses"]["200"]["content"]
+        media_type = response["Content-Type"].split(";")[0]
+        assert set(content) == {media_type}, (method, path, response["Content-Type"])
+        self.checked.add((method, path))
+        return response.content.decode()
 
 
 def test_documented_payloads_match_real_answers(
@@ -274,6 +344,11 @@ def test_documented_payloads_match_real_answers(
 ) -> None:
     documented = Documented(schema)
     anon = APIClient()
+    documented(anon.get("/healthz"), "get", "/healthz", "ok")
+    documented(anon.get("/readyz"), "get", "/readyz", "ready")
+    metrics = documented.text(anon.get("/metrics"), "get", "/metrics")  # the test client: loopback
+    assert "rig_streams_live" in metrics
+
     signup = {"username": "carol", "password": PASSWORD, "email": "carol@example.com"}
     r = anon.post("/accounts", signup, format="json")
     documented(r, "post", "/accounts", "User created")
@@ -284,6 +359,21 @@ def test_documented_payloads_match_real_answers(
     documented(r, "post", "/accounts/auth/refresh", "Token refreshed")
     carol = client_for(User.objects.get(username="carol"))
     documented(carol.get("/accounts/me"), "get", "/accounts/me", "User detail")
+
+    # A webhook before anything happens, so the session below leaves deliveries to read.
+    hook_url = "https://hooks.example.com/rig"
+    r = carol.post("/webhooks", {"url": hook_url}, format="json")
+    webhook = documented(r, "post", "/webhooks", "Webhook created")
+    wid = webhook["id"]
+    documented(carol.get("/webhooks"), "get", "/webhooks", "Webhook list for user")
+    one_hook = "/webhooks/{webhook_id}"
+    documented(carol.get(f"/webhooks/{wid}"), "get", one_hook, "Webhook detail")
+    r = carol.patch(f"/webhooks/{wid}", {"isActive": True}, format="json")
+    documented(r, "patch", one_hook, "Webhook updated")
+    r = carol.post(f"/webhooks/{wid}/rotateSecret")
+    documented(r, "post", "/webhooks/{webhook_id}/rotateSecret", "Webhook secret rotated")
+    r = carol.post(f"/webhooks/{wid}/test")
+    documented(r, "post", "/webhooks/{webhook_id}/test", "Test event queued")
 
     stream = documented(carol.post("/streams"), "post", "/streams", "New stream created")
     sid = stream["id"]
@@ -300,6 +390,12 @@ def test_documented_payloads_match_real_answers(
     documented(carol.get(f"/streams/{sid}/destinations/{did}"), "get", one, "Stream destination")
     r = carol.patch(f"/streams/{sid}/destinations/{did}", {"isActive": True}, format="json")
     documented(r, "patch", one, "Stream destination updated")
+    relay = "/streams/{stream_id}/relays/{destination_id}"
+    # Not live yet: a pending relay, and no restart.
+    r = carol.get(f"/streams/{sid}/relays/{did}")
+    assert documented(r, "get", relay, "Stream relay")["state"] == "pending"
+    r = carol.post(f"/streams/{sid}/relays/{did}/restart")
+    documented.error(r, "post", relay + "/restart", 409, 1009)
 
     _, token = node_and_token
     form = urlencode({"call": "publish", "app": "live", "name": stream["streamKey"], "clientid": 3})
@@ -315,10 +411,21 @@ def test_documented_payloads_match_real_answers(
         "streams": [
             {
                 "streamKey": stream["streamKey"],
-                "relays": [{"destinationId": did, "state": "live", "bitrateKbps": 2500.0}],
+                "relays": [
+                    {
+                        "destinationId": did,
+                        "state": "live",
+                        "bitrateKbps": 2500.0,
+                        "fps": 30.0,
+                        "bytesSent": 1_000_000,
+                        "since": 1_700_000_000.0,
+                        "log": ["ffmpeg: connected to a.rtmp.youtube.com"],
+                    }
+                ],
             }
         ],
         "publishers": [stream["streamKey"]],
+        "load": {"relays": 1, "loadAvg1": 0.42},
     }
     r = nodes.post("/agents/status", report, format="json")
     documented(r, "post", "/agents/status", "Status recorded")
@@ -327,13 +434,53 @@ def test_documented_payloads_match_real_answers(
     assert live["provisionStatus"]["destinations"][0]["state"] == "live"
     r = carol.patch(f"/streams/{sid}", {"isActive": True}, format="json")
     documented(r, "patch", "/streams/{stream_id}", "Stream updated")
+
+    # The relay API, on the live relay.
+    r = carol.get(f"/streams/{sid}/relays")
+    assert documented(r, "get", "/streams/{stream_id}/relays", "Stream relays")[0]["id"] == did
+    detail = documented(carol.get(f"/streams/{sid}/relays/{did}"), "get", relay, "Stream relay")
+    assert detail["state"] == "live" and detail["log"]
+    r = carol.post(f"/streams/{sid}/relays/{did}/restart")
+    documented(r, "post", relay + "/restart", "Relay restart requested")
+    r = carol.post(f"/streams/{sid}/relays/{did}/mute")
+    assert documented(r, "post", relay + "/mute", "Relay muted")["isMuted"] is True
+    r = carol.post(f"/streams/{sid}/relays/{did}/unmute")
+    assert documented(r, "post", relay + "/unmute", "Relay unmuted")["isMuted"] is False
+
+    # Operators: staff users see every node, the one reporting and one that never did.
+    node, _ = node_and_token
+    silent, _ = node_create("node2", region="eu", capacity=0)
+    staff = client_for(UserFactory.create(is_staff=True))
+    listed = documented(staff.get("/agents/nodes"), "get", "/agents/nodes", "Ingest nodes")
+    assert [n["health"] for n in listed] == ["healthy", "unknown"]
+    assert listed[0]["load"]["relays"] == 1
+    one_node = "/agents/nodes/{node_id}"
+    r = staff.get(f"/agents/nodes/{silent.pk}")
+    documented(r, "get", one_node, "Ingest node")
+    r = staff.patch(f"/agents/nodes/{node.pk}", {"isDraining": True, "capacity": 50}, format="json")
+    assert documented(r, "patch", one_node, "Ingest node updated")["isDraining"] is True
+    documented.error(carol.get("/agents/nodes"), "get", "/agents/nodes", 403, 1003)
+    documented.error(carol.get(f"/agents/nodes/{node.pk}"), "get", one_node, 403, 1003)
+
+    # The webhook's deliveries: the ping and the session's events, one of them delivered.
+    delivery = WebhookDelivery.objects.filter(event="stream.live").get()
+    delivery.status, delivery.response_code = DeliveryStatus.DELIVERED, 204
+    delivery.attempts, delivery.delivered_at = 1, delivery.created_at
+    delivery.save()
+    r = carol.get(f"/webhooks/{wid}/deliveries")
+    deliveries = documented(r, "get", "/webhooks/{webhook_id}/deliveries", "Webhook deliveries")
+    assert {d["event"] for d in deliveries} >= {"ping", "stream.live", "destination.live"}
+
     r = carol.post(f"/streams/{sid}/changeKey")
     documented(r, "post", "/streams/{stream_id}/changeKey", "New stream key")
-
     r = carol.delete(f"/streams/{sid}/destinations/{did}")
     documented(r, "delete", one, "Stream destination deleted")
     r = carol.delete(f"/streams/{sid}")
     documented(r, "delete", "/streams/{stream_id}", "Stream deleted")
+    documented(carol.delete(f"/webhooks/{wid}"), "delete", one_hook, "Webhook deleted")
     change = {"oldPassword": PASSWORD, "newPassword": "An0therL0ngPassw0rd"}
     r = carol.post("/accounts/password", change, format="json")
     documented(r, "post", "/accounts/password", "User password changed")
+
+    # Every operation was checked against a real answer: a new one needs a step here.
+    assert documented.checked == {(method, path) for path, method, _ in _operations(schema)}

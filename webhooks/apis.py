@@ -8,9 +8,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import User
-from rig.api import StrictBooleanField, StrictCharField, StrictInput, ok, parse
+from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
+from rig.schema import payload
 from webhooks import selectors, services
 from webhooks.models import EVENTS, WebhookDelivery, WebhookEndpoint
+from webhooks.payloads import (
+    WebhookDeletedPayload,
+    WebhookDeliveryPayload,
+    WebhookPayload,
+    WebhookWithSecretPayload,
+)
 from webhooks.sender import MAX_URL_LENGTH
 
 
@@ -68,10 +75,12 @@ class WebhookListCreateApi(APIView):
         events = _Events(required=False)
         isActive = StrictBooleanField(required=False)
 
+    @payload(WebhookPayload, many=True)
     def get(self, request: Request) -> Response:
         endpoints = selectors.webhook_list(user=_user(request))
         return ok("Webhook list for user", [webhook_payload(e) for e in endpoints])
 
+    @payload(WebhookWithSecretPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         endpoint = services.webhook_create(
@@ -89,10 +98,12 @@ class WebhookDetailApi(APIView):
         events = _Events(required=False)
         isActive = StrictBooleanField(required=False)
 
+    @payload(WebhookPayload)
     def get(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
         return ok("Webhook detail", webhook_payload(endpoint))
 
+    @payload(WebhookPayload)
     def patch(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
         data = parse(self.UpdateSerializer, request)
@@ -104,6 +115,7 @@ class WebhookDetailApi(APIView):
         )
         return ok("Webhook updated", webhook_payload(endpoint))
 
+    @payload(WebhookDeletedPayload)
     def delete(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
         services.webhook_delete(endpoint=endpoint)
@@ -111,6 +123,9 @@ class WebhookDetailApi(APIView):
 
 
 class WebhookRotateSecretApi(APIView):
+    """A new signing secret at once: retries of earlier events are signed with it too."""
+
+    @payload(WebhookWithSecretPayload)
     def post(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
         endpoint = services.webhook_secret_rotate(endpoint=endpoint)
@@ -118,6 +133,9 @@ class WebhookRotateSecretApi(APIView):
 
 
 class WebhookTestApi(APIView):
+    """Queue a `ping` to this webhook only, active or not, whatever it subscribes to."""
+
+    @payload(WebhookDeliveryPayload)
     def post(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
         delivery = services.webhook_test(endpoint=endpoint)
@@ -125,6 +143,9 @@ class WebhookTestApi(APIView):
 
 
 class WebhookDeliveryListApi(APIView):
+    """The webhook's most recent deliveries, newest first."""
+
+    @payload(WebhookDeliveryPayload, many=True)
     def get(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
         deliveries = selectors.delivery_list(endpoint=endpoint)
