@@ -19,6 +19,9 @@ class AgentDestinationPayload(serializers.Serializer):
 class LiveStreamPayload(serializers.Serializer):
     streamID = serializers.UUIDField()
     streamKey = serializers.CharField()
+    destinations = AgentDestinationPayload(
+        many=True, help_text="The stream's Stream Config, as /agents/config/{key} answers it."
+    )
 
 
 class StatusRecordedPayload(serializers.Serializer):

@@ -245,9 +245,29 @@ def test_live_streams_for_node(node_and_token, alice: User) -> None:
     _, token2 = node_create("node2")
     form_hook(token, "publish", mine.stream_key)
     form_hook(token2, "publish", other_node_stream.stream_key)
+    yt = DestinationFactory.create(stream=mine, stream_key="yt-1")
     payload = assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node")
-    assert payload == [{"streamID": str(mine.id), "streamKey": mine.stream_key}]
+    config = assert_ok(
+        client_for(token=token).get(f"/agents/config/{mine.stream_key}"), "Stream Config"
+    )
+    assert payload == [
+        {"streamID": str(mine.id), "streamKey": mine.stream_key, "destinations": config}
+    ]
+    assert [d["id"] for d in config] == [yt.pk]
     assert idle.stream_key not in str(payload)
+
+
+def test_live_streams_queries_do_not_grow_with_streams(
+    node_and_token, alice: User, django_assert_num_queries
+) -> None:
+    _, token = node_and_token
+    for n in range(5):
+        stream = StreamFactory.create(owner=alice)
+        DestinationFactory.create(stream=stream, stream_key=f"k{n}")
+        form_hook(token, "publish", stream.stream_key, clientid=str(n))
+    client = client_for(token=token)
+    with django_assert_num_queries(3):  # the node, its live streams, their destinations
+        assert len(assert_ok(client.get("/agents/streams"), "Live streams for node")) == 5
 
 
 def relay_report(destination_id: int, state: str = "live", **extra: object) -> dict:

@@ -95,7 +95,10 @@ class Agent:
         keys: dict[str, str] = {}
         for stream in streams:
             stream_id, key = stream["streamID"], stream["streamKey"]
-            config = self.control.stream_config(key)
+            # The control plane sends each stream's destinations along; ask per key otherwise.
+            config = stream.get("destinations")
+            if config is None:
+                config = self.control.stream_config(key)
             if config is None:
                 continue
             keys[stream_id] = key

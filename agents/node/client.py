@@ -34,8 +34,9 @@ class ControlPlane:
         except (OSError, ValueError) as error:
             raise ControlPlaneError(f"{method} {path}: {error}") from None
 
-    def live_streams(self) -> list[dict[str, str]]:
-        """The streams the control plane says are live on this node: [{streamID, streamKey}]."""
+    def live_streams(self) -> list[dict[str, Any]]:
+        """The streams the control plane says are live on this node, with their destinations:
+        [{streamID, streamKey, destinations}]."""
         status, payload = self._call("GET", "/agents/streams")
         if status != 200 or not isinstance(payload, list):
             raise ControlPlaneError(f"GET /agents/streams: HTTP {status}")
