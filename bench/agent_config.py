@@ -5,7 +5,7 @@ and a stream with four destinations, then for each gunicorn layout a production-
 (DEBUG=0, access log on) measured with `wrk` from a second process, /healthz first as the
 baseline of what the stack costs without a query. Prints rps, p50/p99 latency and the ratio.
 
-Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_obsbench),
+Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNECTIONS (16).
 """
 
@@ -24,7 +24,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-api"
 DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig_obsbench"
+    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig_bench"
 )
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 DURATION_S = int(os.environ.get("BENCH_DURATION_S", "15"))
