@@ -219,17 +219,23 @@ def gunicorn_multiprocess(transactional_db: None, tmp_path) -> Any:
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
+    try:  # a server that never came up must not outlive the test either
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
+                assert time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+                time.sleep(0.1)
+        yield base, metrics_dir
+    finally:
+        process.terminate()
         try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None, (tmp_path / "gunicorn.log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-    yield base, metrics_dir
-    process.terminate()
-    process.wait(10)
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def test_hook_histogram_is_one_total_across_gunicorn_workers(gunicorn_multiprocess) -> None:
