@@ -172,13 +172,16 @@ def celery_worker_process(
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
-    while b"ready." not in log.read_bytes():
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "celery worker did not start"
-        time.sleep(0.1)
-    yield process
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    try:  # a worker that never got ready must not outlive the test either
+        while b"ready." not in log.read_bytes():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "celery worker did not start"
+            time.sleep(0.1)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
