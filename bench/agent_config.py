@@ -23,9 +23,7 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-api"
-DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig_bench"
-)
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig_bench")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 DURATION_S = int(os.environ.get("BENCH_DURATION_S", "15"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))

@@ -5,6 +5,7 @@ unless RIG_ALLOW_PRIVATE_DESTINATIONS is set (dev and tests, where everything is
 import ipaddress
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 
@@ -32,6 +33,28 @@ def host_error(host: str, port: int) -> str | None:
     if not all(is_public(str(address)) for address in addresses):
         return PRIVATE_HOST
     return None
+
+
+def url_error(
+    url: str, *, default_ports: dict[str, int], max_length: int, allow_query: bool
+) -> str | None:
+    """Why a URL the platform would connect to is refused, or None: its shape (scheme, host, no
+    credentials or fragment), then its host (host_error). ``default_ports`` names the schemes."""
+    schemes = " or ".join(f"{scheme}://" for scheme in default_ports)
+    if len(url) > max_length or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        return f"Must be an {schemes} URL of at most {max_length} characters without spaces."
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "Not a valid URL."
+    if parts.scheme not in default_ports or not parts.hostname:
+        return f"Must be an {schemes} URL with a host."
+    if parts.username or parts.password or parts.fragment:
+        return "Must not contain credentials or a fragment."
+    if parts.query and not allow_query:
+        return "Must not contain a query string."
+    return host_error(parts.hostname, port or default_ports[parts.scheme])
 
 
 def create_connection(

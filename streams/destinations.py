@@ -1,11 +1,10 @@
 """Per-platform ingest URLs and the validation of what ends up in a relay's command line."""
 
 import re
-from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from rig.ssrf import host_error
+from rig.ssrf import url_error
 from streams.models import Service
 
 # Destination keys end up in a URL and an ffmpeg argument: no separators, spaces or controls.
@@ -29,16 +28,8 @@ def key_error(stream_key: str) -> str | None:
 
 
 def server_url_error(server_url: str) -> str | None:
-    """Why a Custom server URL is refused, or None when it is acceptable."""
-    if len(server_url) > 512 or any(ch.isspace() or ord(ch) < 32 for ch in server_url):
-        return "Must be an rtmp:// or rtmps:// URL of at most 512 characters without spaces."
-    try:
-        parts = urlsplit(server_url)
-        port = parts.port
-    except ValueError:
-        return "Not a valid URL."
-    if parts.scheme not in {"rtmp", "rtmps"} or not parts.hostname:
-        return "Must be an rtmp:// or rtmps:// URL with a host."
-    if parts.query or parts.fragment or parts.username or parts.password:
-        return "Must not contain credentials, a query string or a fragment."
-    return host_error(parts.hostname, port or 1935)
+    """Why a Custom server URL is refused, or None when it is acceptable (the query string would
+    end up between the server and the key in the relay's URL: refused)."""
+    return url_error(
+        server_url, default_ports={"rtmp": 1935, "rtmps": 443}, max_length=512, allow_query=False
+    )

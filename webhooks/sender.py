@@ -11,7 +11,6 @@ import http.client
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlsplit
 
 from rig import ssrf
 
@@ -21,18 +20,9 @@ MAX_URL_LENGTH = 2000
 
 def url_error(url: str) -> str | None:
     """Why a webhook URL is refused, or None when it is acceptable."""
-    if len(url) > MAX_URL_LENGTH or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        return f"Must be an http:// or https:// URL of at most {MAX_URL_LENGTH} characters."
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "Not a valid URL."
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        return "Must be an http:// or https:// URL with a host."
-    if parts.fragment or parts.username or parts.password:
-        return "Must not contain credentials or a fragment."
-    return ssrf.host_error(parts.hostname, port or (443 if parts.scheme == "https" else 80))
+    return ssrf.url_error(
+        url, default_ports={"http": 80, "https": 443}, max_length=MAX_URL_LENGTH, allow_query=True
+    )
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
