@@ -64,10 +64,10 @@ def test_a_session_as_webhooks_tell_it(
     ended = next(e for e in _events(receiver, secret) if e["event"] == "stream.ended")
     assert ended["data"]["streamID"] == stream["id"]
     assert ended["data"]["reason"] == "publisher disconnected"
-    youtube = [
+    youtube_events = [
         e["event"] for e in _events(receiver, secret) if e["data"].get("service") == "YouTube"
     ]
-    assert youtube == ["destination.live"]  # YouTube's leg went live once and never noticed
+    assert youtube_events == ["destination.live"]  # YouTube's leg went live once and never noticed
     everything = b"".join(body for _, body in receiver.requests)
     assert stream["streamKey"].encode() not in everything
     assert b"ytkey" not in everything and b"twkey" not in everything
