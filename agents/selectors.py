@@ -9,7 +9,7 @@ from django.db.models import Count, Prefetch
 from django.utils import timezone
 
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
-from rig.api import not_found
+from rig.api import int_id, not_found
 from streams.destinations import rtmp_url
 from streams.models import Destination, Stream
 from streams.selectors import stream_by_key
@@ -72,9 +72,8 @@ def node_health(node: IngestNode, now: datetime) -> str:
 
 
 def node_get(*, node_id: str) -> IngestNode:
-    if not str(node_id).isdigit() or len(str(node_id)) > 18:
-        raise not_found("Node")
-    node = IngestNode.objects.filter(pk=int(node_id)).first()
+    pk = int_id(node_id)
+    node = IngestNode.objects.filter(pk=pk).first() if pk is not None else None
     if node is None:
         raise not_found("Node")
     return node

@@ -4,6 +4,7 @@ Success: ``{"message", "payload"}`` with HTTP 200. Errors: ``{"message", "errorC
 produced in one place (rig.errors.exception_handler) from ``ApiError`` or DRF's exceptions.
 """
 
+import re
 from enum import IntEnum
 from typing import Any
 
@@ -30,6 +31,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_REQUESTS = 1010
     LIMIT_REACHED = 1011
     UNAVAILABLE = 1012  # /readyz: a dependency (database, broker) cannot be reached
+    WRONG_STATE = 1013  # not possible in the resource's current state (restart when not live)
 
 
 class ApiError(Exception):
@@ -43,6 +45,14 @@ class ApiError(Exception):
         self.message = message
         self.status = status
         self.details = details
+
+
+_INT_ID = re.compile(r"[0-9]{1,18}")
+
+
+def int_id(value: str) -> int | None:
+    """An integer id from a URL, or None. ASCII digits only: str.isdigit() also takes '²'."""
+    return int(value) if _INT_ID.fullmatch(value) else None
 
 
 def not_found(what: str = "Resource") -> ApiError:

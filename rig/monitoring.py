@@ -60,22 +60,27 @@ class DatabaseCollector:
             "Restarts of the relay in its current session, as its node last reported",
             labels=["stream_id", "destination_id", "service"],
         )
-        relays = Relay.objects.values_list(
-            "destination_id",
-            "destination__stream_id",
-            "destination__service",
-            "state",
-            "bytes_sent",
-            "restarts",
-            "destination__stream__node__name",
-            "destination__stream__is_streaming",
-        ).order_by("destination_id")
-        for dest_id, stream_id, service, state, sent, restarted, node, live in relays:
+        # Relays of live sessions only: series come and go with sessions, so their number is
+        # bounded by what runs now, not by every destination that ever streamed.
+        relays = (
+            Relay.objects.filter(destination__stream__is_streaming=True)
+            .values_list(
+                "destination_id",
+                "destination__stream_id",
+                "destination__service",
+                "state",
+                "bytes_sent",
+                "restarts",
+                "destination__stream__node__name",
+            )
+            .order_by("destination_id")
+        )
+        for dest_id, stream_id, service, state, sent, restarted, node in relays:
             labels = [str(stream_id), str(dest_id), service]
             bytes_sent.add_metric(labels, sent)
             restarts.add_metric(labels, restarted)
             by_state[state] += 1
-            if node and live and state in _RUNNING:
+            if node and state in _RUNNING:
                 by_node[node] += 1
         states = GaugeMetricFamily("rig_relays", "Relays by state", labels=["state"])
         for state in RelayState.values:
@@ -132,6 +137,11 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+def _proxied(request: Request) -> bool:
+    """Came through a reverse proxy on this host: loopback says nothing about the client."""
+    return any(name in request.META for name in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED"))
+
+
 def metrics_authorize(request: Request) -> None:
     """With RIG_METRICS_TOKEN, a matching bearer token; without it, loopback clients only."""
     expected = settings.RIG_METRICS_TOKEN
@@ -141,7 +151,7 @@ def metrics_authorize(request: Request) -> None:
             given.strip().encode(), expected.encode()
         ):
             raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
-    elif not _is_loopback(request.META.get("REMOTE_ADDR", "")):
+    elif not _is_loopback(request.META.get("REMOTE_ADDR", "")) or _proxied(request):
         raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 403)
 
 

@@ -43,12 +43,13 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     ErrorCode.CREATE_FAILED: "Unable to create resource",
     ErrorCode.UPDATE_FAILED: "Unable to update resource",
     ErrorCode.FETCH_FAILED: "Unable to fetch resource (internal error)",
-    ErrorCode.IN_USE: "In use or not in the needed state (stream already live or not live; "
-    "node draining or not reporting)",
+    ErrorCode.IN_USE: "In use: stream already live; node draining or not reporting (503)",
     ErrorCode.TOO_MANY_REQUESTS: "Too many requests (details.retryAfter: seconds)",
     ErrorCode.LIMIT_REACHED: "Limit reached (streams per user, destinations per stream, "
     "webhooks per user, ingest node capacity)",
     ErrorCode.UNAVAILABLE: "Not ready: a dependency (database, broker) is unreachable",
+    ErrorCode.WRONG_STATE: "Not possible in the current state (restart of a relay whose stream "
+    "is not live or whose destination is inactive)",
 }
 
 

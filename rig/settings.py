@@ -119,6 +119,7 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("RIG_THROTTLE_LOGIN", "10/min"),
         "signup": env_str("RIG_THROTTLE_SIGNUP", "5/min"),
+        "webhook_test": env_str("RIG_THROTTLE_WEBHOOK_TEST", "10/min"),
     },
 }
 
@@ -168,6 +169,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env_str("RIG_CELERY_QUEUE", "rig")
+# Webhook deliveries wait on other people's servers: their own queue and worker, so a slow
+# receiver never holds up a node nudge or the node watch.
+RIG_WEBHOOK_QUEUE = env_str("RIG_WEBHOOK_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-webhooks")
+CELERY_TASK_ROUTES = {"webhooks.tasks.*": {"queue": RIG_WEBHOOK_QUEUE}}
 # Tasks are nudges: with the broker down, fail at once rather than hold up an nginx hook.
 CELERY_TASK_PUBLISH_RETRY = False
 # Node heartbeats: agents report every 2 s; a node silent for RIG_NODE_STALE_S is lost (its

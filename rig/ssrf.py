@@ -43,6 +43,8 @@ def url_error(
     schemes = " or ".join(f"{scheme}://" for scheme in default_ports)
     if len(url) > max_length or any(ch.isspace() or ord(ch) < 32 for ch in url):
         return f"Must be an {schemes} URL of at most {max_length} characters without spaces."
+    if not url.isascii():  # http.client cannot send it; an IDN host or path is percent-encoded
+        return "Must be ASCII: percent-encode other characters (punycode for host names)."
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -70,7 +72,8 @@ def create_connection(
     ):
         raise OSError(PRIVATE_HOST)
     error: OSError = OSError(f"{host} does not resolve")
-    for family, kind, proto, _, sockaddr in infos:
+    # Two addresses at most: one attempt must end well within its delivery's lease.
+    for family, kind, proto, _, sockaddr in infos[:2]:
         sock = socket.socket(family, kind, proto)
         try:
             if isinstance(timeout, int | float):

@@ -93,8 +93,9 @@ class StreamDetailApi(APIView):
     @payload(StreamDeletedPayload)
     def delete(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        deleted_id = str(stream.id)  # the canonical spelling, whatever the path said
         services.stream_delete(stream=stream)
-        return ok("Stream deleted", {"id": stream_id})
+        return ok("Stream deleted", {"id": deleted_id})
 
 
 class StreamChangeKeyApi(APIView):
@@ -203,7 +204,7 @@ class RelayDetailApi(_RelayApi):
 class RelayRestartApi(_RelayApi):
     """Ask the serving node to restart this relay (a new connection to the platform)."""
 
-    @payload(RelayPayload, errors={409: [ErrorCode.IN_USE]})
+    @payload(RelayPayload, errors={409: [ErrorCode.WRONG_STATE]})
     def post(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         destination = services.relay_restart(destination=destination)

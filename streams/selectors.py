@@ -6,7 +6,7 @@ from typing import Any
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import User
-from rig.api import not_found
+from rig.api import int_id, not_found
 from streams.models import Destination, Relay, RelayState, Stream
 
 
@@ -51,13 +51,13 @@ def stream_get_detailed(*, user: User, stream_id: str) -> Stream:
 def destination_get(
     *, user: User, stream_id: str, destination_id: str, for_update: bool = False
 ) -> Destination:
-    pk = _uuid(stream_id)
-    if pk is None or not str(destination_id).isdigit() or len(str(destination_id)) > 18:
+    pk, destination_pk = _uuid(stream_id), int_id(destination_id)
+    if pk is None or destination_pk is None:
         raise not_found("Destination")
     queryset = Destination.objects.select_for_update() if for_update else Destination.objects
     destination = (
         queryset.select_related("stream")
-        .filter(stream__owner=user, stream_id=pk, pk=int(destination_id))
+        .filter(stream__owner=user, stream_id=pk, pk=destination_pk)
         .first()
     )
     if destination is None:

@@ -125,9 +125,17 @@ def _invalid(field: str, message: str) -> ApiError:
 
 
 def _validate_destination(*, service: str, stream_key: str, server_url: str) -> None:
+    _validate_key(stream_key)
+    _validate_server_url(service, server_url)
+
+
+def _validate_key(stream_key: str) -> None:
     error = urls.key_error(stream_key)
     if error:
         raise _invalid("streamKey", error)
+
+
+def _validate_server_url(service: str, server_url: str) -> None:
     if service == Service.CUSTOM:
         if not server_url:
             raise ApiError(
@@ -165,12 +173,17 @@ def destination_add(
 
 @transaction.atomic
 def destination_update(*, destination: Destination, changes: dict[str, Any]) -> Destination:
+    # Only what changes is checked, and before any lock: a URL check may wait on DNS.
+    if "stream_key" in changes:
+        _validate_key(changes["stream_key"])
+    if "server_url" in changes:
+        _validate_server_url(destination.service, changes["server_url"])
+    # Lock the destination row only (a join would lock the stream too, against the lock order).
     destination = (
-        Destination.objects.select_for_update().select_related("stream").get(pk=destination.pk)
+        Destination.objects.select_for_update(of=("self",))
+        .select_related("stream")
+        .get(pk=destination.pk)
     )
-    stream_key = changes.get("stream_key", destination.stream_key)
-    server_url = changes.get("server_url", destination.server_url)
-    _validate_destination(service=destination.service, stream_key=stream_key, server_url=server_url)
     for field, value in changes.items():
         setattr(destination, field, value)
     destination.save()
@@ -306,12 +319,14 @@ def sessions_end_on_lost_node(*, node: IngestNode) -> list[Stream]:
 def relay_restart(*, destination: Destination) -> Destination:
     """Ask the serving node to start this relay afresh (new connection to the platform)."""
     destination = (
-        Destination.objects.select_for_update().select_related("stream").get(pk=destination.pk)
+        Destination.objects.select_for_update(of=("self",))
+        .select_related("stream")
+        .get(pk=destination.pk)
     )
     if not destination.stream.is_streaming:
-        raise ApiError(ErrorCode.IN_USE, "Stream is not live", 409)
+        raise ApiError(ErrorCode.WRONG_STATE, "Stream is not live", 409)
     if not destination.is_active:
-        raise ApiError(ErrorCode.IN_USE, "Destination is not active", 409)
+        raise ApiError(ErrorCode.WRONG_STATE, "Destination is not active", 409)
     destination.restart_seq += 1
     destination.save(update_fields=["restart_seq"])
     _nudge_if_live(destination.stream)

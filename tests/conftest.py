@@ -136,7 +136,10 @@ def celery_worker_process(
 
     from rig.celery import app
 
-    app.control.purge()  # leftovers of an interrupted run must not be delivered here
+    queues = [settings.CELERY_TASK_DEFAULT_QUEUE, settings.RIG_WEBHOOK_QUEUE]
+    with app.connection_for_write() as connection:  # leftovers of an interrupted run must not
+        for queue in queues:  # be delivered here
+            connection.default_channel.queue_purge(queue)  # type: ignore[attr-defined]
     workdir = Path(tempfile.mkdtemp(prefix="rig-celery-"))
     log = workdir / "worker.log"
     env = {
@@ -159,7 +162,7 @@ def celery_worker_process(
             "--concurrency",
             "4",
             "--queues",
-            settings.CELERY_TASK_DEFAULT_QUEUE,
+            ",".join(queues),  # both; production runs a worker per queue
             "--without-gossip",
             "--without-mingle",
             "--loglevel",

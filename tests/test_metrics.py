@@ -177,6 +177,9 @@ def test_redis_down_breaks_neither_task_nor_scrape(live_stream: Stream, settings
 def test_loopback_is_open_without_a_token() -> None:
     scrape()
     assert_error(APIClient().get("/metrics", REMOTE_ADDR="10.1.2.3"), 403, 1003)
+    # Through a reverse proxy on this host, loopback says nothing about who is asking.
+    assert_error(APIClient().get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9"), 403, 1003)
+    assert_error(APIClient().get("/metrics", HTTP_FORWARDED="for=203.0.113.9"), 403, 1003)
 
 
 def test_token_is_required_when_set(settings) -> None:

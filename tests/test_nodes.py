@@ -106,7 +106,7 @@ def test_node_update_bad_input_changes_nothing(staff_client, node: IngestNode, b
     assert node.capacity == 100 and node.is_draining is False
 
 
-@pytest.mark.parametrize("node_id", ["999999", "abc", "1" * 30])
+@pytest.mark.parametrize("node_id", ["999999", "abc", "1" * 30, "%C2%B2", "%D9%A1"])
 def test_unknown_node_is_404(staff_client: APIClient, node_id: str) -> None:
     assert_error(staff_client.get(f"/agents/nodes/{node_id}"), 404, 1000)
 

@@ -171,7 +171,7 @@ def test_default_errors_follow_what_the_view_does(schema: dict[str, Any]) -> Non
     assert set(node["responses"]) == {"200", "400", "401", "403", "404", "413", "415"}
     assert "not a staff user" in node["responses"]["403"]["description"]
     restart = _operation(schema, "post", "/streams/{stream_id}/relays/{destination_id}/restart")
-    assert restart["responses"]["409"]["description"].startswith("1009: ")
+    assert restart["responses"]["409"]["description"].startswith("1013: ")
     hook = _operation(schema, "post", "/agents/hooks/{token}/{event}")
     assert re.match(r"1009: .*; 1011: ", hook["responses"]["503"]["description"])
     readyz = _operation(schema, "get", "/readyz")
@@ -395,7 +395,7 @@ def test_documented_payloads_match_real_answers(
     r = carol.get(f"/streams/{sid}/relays/{did}")
     assert documented(r, "get", relay, "Stream relay")["state"] == "pending"
     r = carol.post(f"/streams/{sid}/relays/{did}/restart")
-    documented.error(r, "post", relay + "/restart", 409, 1009)
+    documented.error(r, "post", relay + "/restart", 409, 1013)
 
     _, token = node_and_token
     form = urlencode({"call": "publish", "app": "live", "name": stream["streamKey"], "clientid": 3})

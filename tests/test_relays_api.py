@@ -114,9 +114,9 @@ def test_restart_bumps_the_agent_config(
 def test_restart_refused_when_not_live_or_disabled(alice_client: APIClient, live: dict) -> None:
     live["tw"].is_active = False
     live["tw"].save()
-    assert_error(alice_client.post(_url(live["stream"], live["tw"], "restart")), 409, 1009)
+    assert_error(alice_client.post(_url(live["stream"], live["tw"], "restart")), 409, 1013)
     form_hook(live["token"], "publish_done", live["stream"].stream_key)
-    body = assert_error(alice_client.post(_url(live["stream"], live["yt"], "restart")), 409, 1009)
+    body = assert_error(alice_client.post(_url(live["stream"], live["yt"], "restart")), 409, 1013)
     assert body["message"] == "Stream is not live"
     assert Destination.objects.get(pk=live["yt"].pk).restart_seq == 0
 
@@ -163,6 +163,26 @@ def test_other_tenants_and_unknown_ids_are_404(
     assert foreign.content == unknown.content  # nothing tells Bob the id exists
     assert Destination.objects.get(pk=live["yt"].pk).is_muted is False
     assert Destination.objects.get(pk=live["yt"].pk).restart_seq == 0
+
+
+@pytest.mark.parametrize("destination_id", ["%C2%B2", "%D9%A1", "1" * 19, "-1"])
+def test_odd_destination_ids_are_404(
+    alice_client: APIClient, live: dict, destination_id: str
+) -> None:
+    url = f"/streams/{live['stream'].id}/relays/{destination_id}"  # digits to str.isdigit
+    assert_error(alice_client.get(url), 404, 1000)
+    assert_error(alice_client.post(f"{url}/mute"), 404, 1000)
+
+
+def test_mute_does_not_recheck_an_unchanged_server_url(
+    alice_client: APIClient, alice_stream: Stream, settings
+) -> None:
+    custom = Destination.objects.create(
+        stream=alice_stream, service="Custom", server_url="rtmp://10.1.2.3/app", stream_key="k"
+    )
+    settings.RIG_ALLOW_PRIVATE_DESTINATIONS = False  # the URL would be refused if sent again
+    relay = assert_ok(alice_client.post(_url(alice_stream, custom, "mute")), "Relay muted")
+    assert relay["isMuted"] is True
 
 
 def test_relay_list_other_tenant_and_anon(bob_client, anon_client, live: dict) -> None:

@@ -149,3 +149,17 @@ def test_broker_down_never_fails_a_publish(
         assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
     alice_stream.refresh_from_db()
     assert alice_stream.is_streaming
+
+
+def test_webhook_sends_have_their_own_queue(settings) -> None:
+    """A slow receiver holds up only webhook sends, never a node nudge or the node watch."""
+    from rig.celery import app
+
+    def queue_of(task: str) -> str:
+        return str(app.amqp.router.route({}, task)["queue"].name)
+
+    assert queue_of("webhooks.tasks.delivery_send") == settings.RIG_WEBHOOK_QUEUE
+    assert queue_of("webhooks.tasks.delivery_sweep") == settings.RIG_WEBHOOK_QUEUE
+    for task in ("agents.tasks.node_nudge", "agents.tasks.nodes_check"):
+        assert queue_of(task) == settings.CELERY_TASK_DEFAULT_QUEUE
+    assert settings.RIG_WEBHOOK_QUEUE != settings.CELERY_TASK_DEFAULT_QUEUE

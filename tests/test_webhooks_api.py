@@ -281,3 +281,28 @@ def test_list_shows_only_own(alice_client: APIClient, bob_client: APIClient, hoo
 
 def test_node_token_cannot_use_webhooks(node_client: APIClient) -> None:
     assert_error(node_client.get("/webhooks"), 401, 1003)
+
+
+def test_non_ascii_url_is_refused(alice_client: APIClient) -> None:
+    body = assert_error(
+        alice_client.post("/webhooks", {"url": "https://example.com/é"}, format="json"), 400, 1005
+    )
+    assert body["details"]["url"] == [
+        "Must be ASCII: percent-encode other characters (punycode for host names)."
+    ]
+
+
+def test_test_pings_are_throttled(alice_client: APIClient, hook: dict, monkeypatch) -> None:
+    from webhooks.tasks import delivery_send
+
+    monkeypatch.setattr(delivery_send, "delay", lambda delivery_id: None)
+    url = f"/webhooks/{hook['id']}/test"
+    for _ in range(10):
+        assert_ok(alice_client.post(url), "Test event queued")
+    body = assert_error(alice_client.post(url), 429, 1010)
+    assert body["details"]["retryAfter"] > 0
+
+
+def test_delete_answers_the_canonical_id(alice_client: APIClient, hook: dict) -> None:
+    deleted = assert_ok(alice_client.delete(f"/webhooks/{hook['id'].upper()}"), "Webhook deleted")
+    assert deleted == {"id": hook["id"]}

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from tests.conftest import ROOT, assert_ok
 from tests.test_agents_api import form_hook
-from webhooks.models import WebhookDelivery
+from webhooks.models import WebhookDelivery, WebhookEndpoint
 from webhooks.tasks import delivery_send, delivery_sweep
 
 
@@ -343,3 +343,46 @@ def test_publish_is_delivered_by_the_worker_after_a_retry(
         assert event["event"] == "stream.live"
         assert event["data"]["streamID"] == str(alice_stream.id)
         assert alice_stream.stream_key not in body.decode()
+
+
+def test_pending_deliveries_are_never_pruned(
+    alice_client, receiver: Receiver, retries, monkeypatch, settings
+) -> None:
+    settings.RIG_WEBHOOK_DELIVERIES_KEPT = 2
+    hook, first = webhook_with_ping(alice_client, receiver.url, monkeypatch)
+    ids = [first] + [
+        assert_ok(alice_client.post(f"/webhooks/{hook['id']}/test"), "Test event queued")["id"]
+        for _ in range(3)
+    ]
+    delivery_send.apply(args=(ids[-1],))  # the newest is delivered; the older ones still wait
+    assert dict(WebhookDelivery.objects.values_list("id", "status")) == {
+        ids[0]: "pending",
+        ids[1]: "pending",
+        ids[2]: "pending",
+        ids[3]: "delivered",
+    }
+
+
+def test_a_lost_last_attempt_ends_failed(
+    alice_client, receiver: Receiver, retries, monkeypatch, settings
+) -> None:
+    hook, ping = webhook_with_ping(alice_client, receiver.url, monkeypatch)
+    WebhookDelivery.objects.filter(pk=ping).update(attempts=settings.RIG_WEBHOOK_MAX_ATTEMPTS)
+    delivery_send.apply(args=(ping,))
+    assert receiver.requests == []
+    assert [(d["status"], d["attempts"]) for d in log(alice_client, hook)] == [
+        ("failed", settings.RIG_WEBHOOK_MAX_ATTEMPTS)
+    ]
+    assert retries == []
+
+
+def test_a_url_refused_at_send_time_is_a_failed_attempt(
+    alice_client, receiver: Receiver, retries, monkeypatch
+) -> None:
+    hook, ping = webhook_with_ping(alice_client, receiver.url, monkeypatch)
+    WebhookEndpoint.objects.filter(pk=hook["id"]).update(url=receiver.url + "/é")  # legacy row
+    delivery_send.apply(args=(ping,))
+    (entry,) = log(alice_client, hook)
+    assert entry["status"] == "pending" and entry["attempts"] == 1
+    assert entry["lastError"].startswith("Must be ASCII")
+    assert [delivery_id for delivery_id, _ in retries] == [ping]

@@ -5,6 +5,7 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.models import User
@@ -118,8 +119,9 @@ class WebhookDetailApi(APIView):
     @payload(WebhookDeletedPayload)
     def delete(self, request: Request, webhook_id: str) -> Response:
         endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        deleted_id = str(endpoint.id)  # the canonical spelling, whatever the path said
         services.webhook_delete(endpoint=endpoint)
-        return ok("Webhook deleted", {"id": webhook_id})
+        return ok("Webhook deleted", {"id": deleted_id})
 
 
 class WebhookRotateSecretApi(APIView):
@@ -134,6 +136,9 @@ class WebhookRotateSecretApi(APIView):
 
 class WebhookTestApi(APIView):
     """Queue a `ping` to this webhook only, active or not, whatever it subscribes to."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "webhook_test"
 
     @payload(WebhookDeliveryPayload)
     def post(self, request: Request, webhook_id: str) -> Response:

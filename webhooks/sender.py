@@ -90,6 +90,6 @@ def post(
     except urllib.error.HTTPError as exc:
         exc.close()
         return int(exc.code), f"HTTP {exc.code}"
-    except (OSError, http.client.HTTPException) as exc:
+    except Exception as exc:  # whatever went wrong, this attempt failed: retried, then given up
         reason = getattr(exc, "reason", None) or exc
         return None, f"{type(exc).__name__}: {reason}"[:200]

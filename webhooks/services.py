@@ -135,9 +135,7 @@ def _send(delivery_ids: list[int]) -> None:
     try:
         for delivery_id in delivery_ids:
             delivery_send.delay(delivery_id)
-    except (
-        Exception
-    ):  # broker down: the rows stay pending for delivery_sweep; never fail the caller
+    except Exception:  # broker down: rows stay pending for delivery_sweep; never fail the caller
         logger.warning("could not enqueue webhook deliveries %s", delivery_ids, exc_info=True)
 
 
@@ -214,6 +212,11 @@ def _claim(delivery_id: int) -> WebhookDelivery | None:
     early = now + timedelta(seconds=1)  # a retry task may run a hair before its row says
     if delivery is None or (delivery.next_attempt_at and delivery.next_attempt_at > early):
         return None
+    if delivery.attempts >= settings.RIG_WEBHOOK_MAX_ATTEMPTS:  # its last attempt was lost
+        WebhookDelivery.objects.filter(pk=delivery.pk, status=DeliveryStatus.PENDING).update(
+            status=DeliveryStatus.FAILED, next_attempt_at=None
+        )
+        return None
     lease = now + timedelta(seconds=settings.RIG_WEBHOOK_TIMEOUT_MS / 1000 + 30)
     claimed = WebhookDelivery.objects.filter(
         pk=delivery.pk, status=DeliveryStatus.PENDING, attempts=delivery.attempts
@@ -233,8 +236,10 @@ def _prune(endpoint_id: uuid.UUID) -> None:
         .values_list("id", flat=True)[keep - 1 : keep]
         .first()
     )
-    if oldest_kept is not None:
-        WebhookDelivery.objects.filter(endpoint_id=endpoint_id, id__lt=oldest_kept).delete()
+    if oldest_kept is not None:  # pending ones stay: they are still to be sent
+        WebhookDelivery.objects.filter(endpoint_id=endpoint_id, id__lt=oldest_kept).exclude(
+            status=DeliveryStatus.PENDING
+        ).delete()
 
 
 def _post(delivery: WebhookDelivery) -> tuple[int | None, str]:
