@@ -57,13 +57,18 @@ def _stream_event(stream: Stream, event: str) -> None:
     event_emit(user_id=stream.owner_id, event=event, data=data)
 
 
-def _session_end(stream: Stream, *, reason: str) -> None:
-    """Close the live session in the database; the node drops what no longer should run."""
+NODE_LOST = "node lost"
+
+
+def _session_end(stream: Stream, *, reason: str, keep_publisher: bool = False) -> None:
+    """Close the live session in the database; the node drops what no longer should run.
+    ``keep_publisher`` remembers nginx's client id, so the session can be taken back."""
     was_node = stream.node_id
     status = dict(stream.provision_status or {})
     status.update(state="stopped", reason=reason, endedAt=timezone.now().isoformat())
     stream.is_streaming = False
-    stream.publish_client_id = ""
+    if not keep_publisher:
+        stream.publish_client_id = ""
     stream.provision_status = status
     stream.save(update_fields=["is_streaming", "publish_client_id", "provision_status"])
     Relay.objects.filter(destination__stream=stream).update(
@@ -286,6 +291,37 @@ def publishers_seen(*, node: IngestNode, keys: list[str]) -> None:
             locked = Stream.objects.select_for_update().get(pk=stream.pk)
             if locked.is_streaming and locked.node_id == node.pk:
                 _session_end(locked, reason="publisher gone")
+    # A node that was cut off long enough to be declared lost, and reports again with the same
+    # publisher still connected, takes the session back: nothing reconnects. Not if the stream
+    # went live elsewhere, or was deactivated or given a new key meanwhile.
+    lost = Stream.objects.filter(
+        node=node, is_streaming=False, is_active=True, stream_key__in=keys
+    ).exclude(publish_client_id="")
+    for stream in lost:
+        with transaction.atomic():
+            locked = Stream.objects.select_for_update().get(pk=stream.pk)
+            status = locked.provision_status or {}
+            if (
+                not locked.is_streaming
+                and locked.is_active
+                and locked.node_id == node.pk
+                and locked.publish_client_id
+                and status.get("reason") == NODE_LOST
+            ):
+                _session_resume(locked)
+
+
+def _session_resume(stream: Stream) -> None:
+    now = timezone.now()
+    status = dict(stream.provision_status or {})
+    status.update(state="provisioning", reason=None, endedAt=None, resumedAt=now.isoformat())
+    stream.is_streaming = True
+    stream.publisher_seen_at = now
+    stream.provision_status = status
+    stream.save(update_fields=["is_streaming", "publisher_seen_at", "provision_status"])
+    logger.info("stream %s resumed on node %s after the node came back", stream.pk, stream.node_id)
+    _nudge_after_commit(stream.node_id)
+    _stream_event(stream, "stream.live")
 
 
 @transaction.atomic
@@ -307,7 +343,7 @@ def sessions_end_on_lost_node(*, node: IngestNode) -> list[Stream]:
     another node, or to this one once it is back) and starts a new session there."""
     ended = []
     for stream in Stream.objects.select_for_update().filter(node=node, is_streaming=True):
-        _session_end(stream, reason="node lost")
+        _session_end(stream, reason=NODE_LOST, keep_publisher=True)
         ended.append(stream)
     return ended
 

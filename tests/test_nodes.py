@@ -248,3 +248,59 @@ def test_bad_heartbeat_load_is_refused(
     assert_error(client_for(token=token).post("/agents/status", body, format="json"), 400, code)
     node.refresh_from_db()
     assert node.last_seen_at is None  # a refused report is not a heartbeat
+
+
+def _lose(node: IngestNode, settings) -> None:
+    _age(node, settings.RIG_NODE_STALE_S + 1)
+    assert nodes_check() == [node.name]
+
+
+def test_node_back_with_the_same_publisher_takes_its_session_back(
+    node_and_token, alice_client: APIClient, alice_stream: Stream, settings
+) -> None:
+    node, token = node_and_token
+    yt = DestinationFactory.create(stream=alice_stream)
+    form_hook(token, "publish", alice_stream.stream_key, clientid="42")
+    _lose(node, settings)
+    assert not Stream.objects.get(pk=alice_stream.pk).is_streaming
+    # The cut-off node reports again: its nginx still has the publisher, its relay still runs.
+    report = [{"streamKey": alice_stream.stream_key, "relays": [relay_report(yt.pk)]}]
+    body = {"streams": report, "publishers": [alice_stream.stream_key]}
+    assert_ok(
+        client_for(token=token).post("/agents/status", body, format="json"), "Status recorded"
+    )
+    detail = assert_ok(alice_client.get(f"/streams/{alice_stream.id}"), "Stream detail")
+    assert detail["isStreaming"] is True
+    status = detail["provisionStatus"]
+    assert status["state"] == "live" and status["reason"] is None and status["endedAt"] is None
+    assert status["node"] == "node1" and status["resumedAt"]
+    live = assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node")
+    assert [s["streamKey"] for s in live] == [alice_stream.stream_key]
+    # It is the same session: nginx's publish_done for that connection ends it.
+    form_hook(token, "publish_done", alice_stream.stream_key, clientid="42")
+    assert not Stream.objects.get(pk=alice_stream.pk).is_streaming
+
+
+@pytest.mark.parametrize("meanwhile", ["moved", "deactivated", "key changed"])
+def test_node_back_does_not_take_back_what_changed_meanwhile(
+    node_and_token, alice_client: APIClient, alice_stream: Stream, settings, meanwhile: str
+) -> None:
+    node, token = node_and_token
+    key = alice_stream.stream_key
+    form_hook(token, "publish", key)
+    _lose(node, settings)
+    if meanwhile == "moved":
+        _, other_token = node_create("node2")
+        assert form_hook(other_token, "publish", key).status_code == 200
+    elif meanwhile == "deactivated":
+        alice_client.patch(f"/streams/{alice_stream.id}", {"isActive": False}, format="json")
+    else:
+        alice_client.post(f"/streams/{alice_stream.id}/changeKey")
+    body = {"streams": [], "publishers": [key]}
+    assert_ok(
+        client_for(token=token).post("/agents/status", body, format="json"), "Status recorded"
+    )
+    assert assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node") == []
+    stream = Stream.objects.get(pk=alice_stream.pk)
+    assert stream.is_streaming is (meanwhile == "moved")
+    assert stream.node_id != node.pk or not stream.is_streaming

@@ -91,6 +91,12 @@ class Agent:
         # control plane's answer (read after) includes it unless it has since been revoked.
         publishers = self._publishers()
         streams = self.control.live_streams()
+        if publishers - {stream["streamKey"] for stream in streams}:
+            # nginx has publishers the control plane does not list: revoked, or sessions it
+            # ended while this node was cut off. Report them first (it takes the latter back),
+            # then ask again, so a node coming back does not drop streams it may keep.
+            self.control.report(self.status_report(), sorted(publishers), self.load())
+            streams = self.control.live_streams()
         desired: list[RelaySpec] = []
         keys: dict[str, str] = {}
         for stream in streams:

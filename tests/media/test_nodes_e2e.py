@@ -156,3 +156,25 @@ def test_cut_off_node_stops_its_stale_relays_when_it_returns(
     assert _relays_on(b, "yt-cut")
     frames = viewer_frames(f"{youtube.base_url}/yt-cut", tmp_path / "yt.flv")
     assert frames.get("video", 0) > 10 and frames.get("audio", 0) > 10
+
+
+def test_cut_off_node_keeps_its_stream_when_nothing_moved(
+    two_nodes, streamer: APIClient, youtube: Platform
+) -> None:
+    a, _ = two_nodes
+    stream = create_stream(streamer, YouTube="yt-keep")
+    a.publish(stream["streamKey"])
+    wait_until(lambda: _served_by(streamer, stream["id"], "node-a"), 30)
+    yt_client, _ = youtube.publishers()["yt-keep"]
+    assert a.agent is not None
+    a.agent.send_signal(signal.SIGSTOP)  # cut off: declared lost, but OBS and the relay go on
+    wait_until(
+        lambda: (d := detail_of(streamer, stream["id"]))["isStreaming"] is False and d, 20, 0.1
+    )
+    a.agent.send_signal(signal.SIGCONT)
+    detail = wait_until(lambda: _served_by(streamer, stream["id"], "node-a"), 20)
+    assert detail["provisionStatus"]["resumedAt"]
+    time.sleep(6)  # more than the agent's poll: nothing it does later drops the stream either
+    assert _served_by(streamer, stream["id"], "node-a")
+    client, _ = youtube.publishers()["yt-keep"]
+    assert client == yt_client  # the platform never saw a reconnect
