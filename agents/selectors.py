@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
-from streams.destinations import rtmp_url
+from streams.destinations import destination_fields
 from streams.models import Destination, Stream
 from streams.selectors import stream_by_key
 
@@ -22,15 +22,8 @@ def node_by_token(*, token: str) -> IngestNode | None:
 
 
 def _config_item(destination: Destination) -> dict[str, Any]:
-    return {
-        "id": destination.pk,
-        "service": destination.service,
-        "streamKey": destination.stream_key,
-        "rtmpUrl": rtmp_url(destination.service, destination.stream_key, destination.server_url),
-        "isActive": destination.is_active,
-        "isMuted": destination.is_muted,
-        "restartSeq": destination.restart_seq,  # changes when the user asks for a restart
-    }
+    # restartSeq changes when the user asks for a restart: the agent then restarts the relay
+    return {**destination_fields(destination), "restartSeq": destination.restart_seq}
 
 
 def agent_config_for_key(*, key: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from accounts.models import User
 from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
 from rig.schema import payload
 from streams import selectors, services
-from streams.destinations import ingest_base, rtmp_url
+from streams.destinations import destination_fields, ingest_base
 from streams.models import Destination, Service, Stream
 from streams.payloads import (
     DestinationDeletedPayload,
@@ -27,13 +27,8 @@ from streams.payloads import (
 
 def destination_payload(destination: Destination) -> dict[str, Any]:
     return {
-        "id": destination.pk,
-        "service": destination.service,
-        "streamKey": destination.stream_key,
-        "rtmpUrl": rtmp_url(destination.service, destination.stream_key, destination.server_url),
-        "isActive": destination.is_active,
+        **destination_fields(destination),
         "serverUrl": ingest_base(destination.service, destination.server_url),
-        "isMuted": destination.is_muted,
     }
 
 

@@ -1,11 +1,12 @@
 """Per-platform ingest URLs and the validation of what ends up in a relay's command line."""
 
 import re
+from typing import Any
 
 from django.conf import settings
 
 from rig.ssrf import url_error
-from streams.models import Service
+from streams.models import Destination, Service
 
 # Destination keys end up in a URL and an ffmpeg argument: no separators, spaces or controls.
 DESTINATION_KEY_RE = re.compile(r"^[^\s/?#\x00-\x1f\x7f]{1,256}$")
@@ -19,6 +20,18 @@ def ingest_base(service: str, server_url: str = "") -> str:
 
 def rtmp_url(service: str, stream_key: str, server_url: str = "") -> str:
     return f"{ingest_base(service, server_url)}/{stream_key}"
+
+
+def destination_fields(destination: Destination) -> dict[str, Any]:
+    """What the user's view of a destination and the agent's Stream Config item share."""
+    return {
+        "id": destination.pk,
+        "service": destination.service,
+        "streamKey": destination.stream_key,
+        "rtmpUrl": rtmp_url(destination.service, destination.stream_key, destination.server_url),
+        "isActive": destination.is_active,
+        "isMuted": destination.is_muted,
+    }
 
 
 def key_error(stream_key: str) -> str | None:

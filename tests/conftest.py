@@ -19,6 +19,7 @@ from accounts.tokens import tokens_for
 from agents.models import IngestNode
 from streams.models import Stream
 from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
+from tests.media.harness import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -182,9 +183,4 @@ def celery_worker_process(
             time.sleep(0.1)
         yield process
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)

@@ -24,6 +24,7 @@ from rig.metrics import task_outcome_record
 from streams.models import Relay, RelayState, Stream
 from tests.conftest import ROOT, _test_database_url, assert_error
 from tests.factories import DestinationFactory, StreamFactory, node_create
+from tests.media.harness import stop
 from tests.test_agents_api import form_hook
 
 pytestmark = pytest.mark.django_db
@@ -234,12 +235,7 @@ def gunicorn_multiprocess(transactional_db: None, tmp_path) -> Any:
                 time.sleep(0.1)
         yield base, metrics_dir
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)
 
 
 def test_hook_histogram_is_one_total_across_gunicorn_workers(gunicorn_multiprocess) -> None:
