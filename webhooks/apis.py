@@ -23,7 +23,7 @@ from webhooks.sender import MAX_URL_LENGTH
 
 
 def webhook_payload(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> dict[str, Any]:
-    payload = {
+    body = {
         "id": str(endpoint.id),
         "url": endpoint.url,
         "events": endpoint.events,
@@ -31,8 +31,8 @@ def webhook_payload(endpoint: WebhookEndpoint, *, with_secret: bool = False) -> 
         "createdAt": endpoint.created_at.isoformat(),
     }
     if with_secret:
-        payload["secret"] = endpoint.secret
-    return payload
+        body["secret"] = endpoint.secret
+    return body
 
 
 def delivery_payload(delivery: WebhookDelivery) -> dict[str, Any]:
