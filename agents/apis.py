@@ -3,6 +3,7 @@
 import time
 from typing import Any
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.permissions import AllowAny, IsAdminUser
@@ -18,6 +19,7 @@ from agents.payloads import (
     AgentDestinationPayload,
     HookForm,
     HookResultPayload,
+    IngestPayload,
     LiveStreamPayload,
     NodePayload,
     StatusRecordedPayload,
@@ -148,6 +150,19 @@ class PublishHookApi(APIView):
             raise not_found("Hook")
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         return ok("OK", {"event": event, "ms": elapsed_ms})
+
+
+class IngestListApi(APIView):
+    """Users: the ingest servers to point OBS at, least loaded first in the asked region."""
+
+    @payload(
+        IngestPayload,
+        many=True,
+        parameters=[OpenApiParameter("region", str, description="Prefer a node in this region.")],
+    )
+    def get(self, request: Request) -> Response:
+        region = request.query_params.get("region") or None
+        return ok("Ingest servers", selectors.ingest_servers(region=region))
 
 
 # --- operators (staff users): nodes, their load and health, drain ----------------------------

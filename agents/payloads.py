@@ -86,3 +86,10 @@ class NodePayload(serializers.Serializer):
     )
     lostAt = serializers.DateTimeField(allow_null=True)
     load = NodeLoadPayload()
+
+
+class IngestPayload(serializers.Serializer):
+    name = serializers.CharField(help_text="The node's name (`default`: RIG_INGEST_URL).")
+    region = serializers.CharField(allow_null=True)
+    rtmpUrl = serializers.CharField(help_text="OBS's Server field; the stream key goes after it.")
+    recommended = serializers.BooleanField(help_text="The least loaded (in the asked region).")

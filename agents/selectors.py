@@ -125,3 +125,38 @@ def node_list() -> list[dict[str, Any]]:
 
 def node_detail(*, node: IngestNode) -> dict[str, Any]:
     return node_payload(node, node_loads([node])[node.pk], timezone.now())
+
+
+def ingest_servers(*, region: str | None = None) -> list[dict[str, Any]]:
+    """Where a streamer may point OBS now: healthy nodes that take publishes (not draining, not
+    full), by region and name; the least loaded one (in ``region``, if it has one) is marked
+    recommended. None take publishes: the configured RIG_INGEST_URL alone."""
+    nodes = list(IngestNode.objects.filter(is_draining=False, lost_at__isnull=True))
+    now = timezone.now()
+    loads = node_loads(nodes)
+    usable = [
+        node
+        for node in nodes
+        if node_health(node, now) == "healthy" and loads[node.pk]["relays"] < node.capacity
+    ]
+    usable.sort(key=lambda node: (node.region, node.name))
+    if not usable:
+        return [
+            {
+                "name": "default",
+                "region": None,
+                "rtmpUrl": settings.RIG_INGEST_URL,
+                "recommended": True,
+            }
+        ]
+    nearby = [node for node in usable if node.region == region] or usable
+    best = min(nearby, key=lambda node: (loads[node.pk]["relays"] / node.capacity, node.name))
+    return [
+        {
+            "name": node.name,
+            "region": node.region,
+            "rtmpUrl": node.rtmp_url,
+            "recommended": node is best,
+        }
+        for node in usable
+    ]

@@ -304,3 +304,60 @@ def test_node_back_does_not_take_back_what_changed_meanwhile(
     stream = Stream.objects.get(pk=alice_stream.pk)
     assert stream.is_streaming is (meanwhile == "moved")
     assert stream.node_id != node.pk or not stream.is_streaming
+
+
+# --- where OBS should connect -----------------------------------------------------------------
+
+
+def test_ingest_servers_lists_nodes_that_take_publishes(
+    alice_client: APIClient, alice: User, settings
+) -> None:
+    assert assert_ok(alice_client.get("/ingests"), "Ingest servers") == [
+        {"name": "default", "region": None, "rtmpUrl": settings.RIG_INGEST_URL, "recommended": True}
+    ]
+    busy_eu, busy_token = node_create("eu-1", region="eu-west", capacity=4)
+    node_create("eu-2", region="eu-west", capacity=4)
+    node_create("us-1", region="us-east", capacity=4)
+    node_create("drained", region="eu-west", is_draining=True)
+    node_create("full", region="eu-west", capacity=1)
+    node_create("lost", region="eu-west", lost_at=timezone.now())
+    node_create("silent", region="eu-west")  # never reported: not offered
+    for node in IngestNode.objects.exclude(name="silent"):
+        IngestNode.objects.filter(pk=node.pk).update(last_seen_at=timezone.now())
+    stream = StreamFactory.create(owner=alice)
+    DestinationFactory.create(stream=stream)
+    form_hook(busy_token, "publish", stream.stream_key)
+    full = IngestNode.objects.get(name="full")
+    other = StreamFactory.create(owner=alice)
+    DestinationFactory.create(stream=other)
+    Stream.objects.filter(pk=other.pk).update(is_streaming=True, node=full)
+
+    servers = assert_ok(alice_client.get("/ingests?region=eu-west"), "Ingest servers")
+    assert [(s["name"], s["region"], s["recommended"]) for s in servers] == [
+        ("eu-1", "eu-west", False),  # one relay in use
+        ("eu-2", "eu-west", True),  # idle, in the asked region
+        ("us-1", "us-east", False),
+    ]
+    assert servers[0]["rtmpUrl"] == busy_eu.rtmp_url
+    by_name = {
+        s["name"]: s["recommended"]
+        for s in assert_ok(alice_client.get("/ingests"), "Ingest servers")
+    }
+    assert by_name == {"eu-1": False, "eu-2": True, "us-1": False}  # eu-2 before us-1 by name
+    unknown_region = assert_ok(alice_client.get("/ingests?region=mars"), "Ingest servers")
+    assert [s["name"] for s in unknown_region if s["recommended"]] == ["eu-2"]
+    assert "capacity" not in str(servers) and "load" not in str(servers)
+
+
+def test_ingest_servers_need_a_user(anon_client: APIClient, node_client: APIClient) -> None:
+    assert_error(anon_client.get("/ingests"), 401, 1003)
+    assert_error(node_client.get("/ingests"), 401, 1003)
+
+
+def test_ingest_servers_queries_do_not_grow_with_nodes(
+    alice_client: APIClient, django_assert_num_queries
+) -> None:
+    for n in range(5):
+        node_create(f"n{n}", last_seen_at=timezone.now())
+    with django_assert_num_queries(4):  # auth user, nodes, streams per node, relays per node
+        assert len(assert_ok(alice_client.get("/ingests"), "Ingest servers")) == 5

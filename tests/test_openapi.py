@@ -359,6 +359,8 @@ def test_documented_payloads_match_real_answers(
     documented(r, "post", "/accounts/auth/refresh", "Token refreshed")
     carol = client_for(User.objects.get(username="carol"))
     documented(carol.get("/accounts/me"), "get", "/accounts/me", "User detail")
+    servers = documented(carol.get("/ingests"), "get", "/ingests", "Ingest servers")
+    assert [server["recommended"] for server in servers] == [True]
 
     # A webhook before anything happens, so the session below leaves deliveries to read.
     hook_url = "https://hooks.example.com/rig"
