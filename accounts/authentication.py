@@ -2,11 +2,18 @@
 
 from typing import Any
 
+from rest_framework.request import Request
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed
 
 from accounts.models import User
 from accounts.tokens import token_is_current
+
+
+def request_user(request: Request) -> User:
+    """The user a view behind UserJWTAuthentication and IsAuthenticated serves."""
+    assert isinstance(request.user, User)
+    return request.user
 
 
 class UserJWTAuthentication(JWTAuthentication):

@@ -12,7 +12,7 @@ from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
 from streams.destinations import destination_fields
 from streams.models import Destination, Stream
-from streams.selectors import stream_by_key
+from streams.selectors import relays_wanted, stream_by_key
 
 
 def node_by_token(*, token: str) -> IngestNode | None:
@@ -82,9 +82,8 @@ def node_loads(nodes: list[IngestNode]) -> dict[int, dict[str, int]]:
         .values_list("node_id", "n")
     )
     relays = dict(
-        Destination.objects.filter(
-            stream__node_id__in=ids, stream__is_streaming=True, is_active=True
-        )
+        relays_wanted()
+        .filter(stream__node_id__in=ids)
         .values_list("stream__node_id")
         .annotate(n=Count("id"))
         .values_list("stream__node_id", "n")

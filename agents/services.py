@@ -130,9 +130,10 @@ def _node_lost_events(node: IngestNode, ended: list[Stream]) -> None:
 
 
 def nodes_mark_lost() -> list[str]:
-    """Nodes whose heartbeats stopped for RIG_NODE_STALE_S are lost: their sessions end, their
-    publishers reconnect elsewhere, and when the node reports again its agent is told (by
-    /agents/streams) to stop what it still runs. Safe to run twice or in two workers at once."""
+    """Nodes whose heartbeats stopped for RIG_NODE_STALE_S are lost: their sessions end and their
+    publishers may reconnect elsewhere. When the node reports again it takes back the sessions
+    nothing replaced, and stops the rest (streams.services.publishers_seen, /agents/streams).
+    Safe to run twice or in two workers at once."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.RIG_NODE_STALE_S)
     stale = IngestNode.objects.filter(lost_at__isnull=True, last_seen_at__lt=cutoff)

@@ -55,6 +55,11 @@ def int_id(value: str) -> int | None:
     return int(value) if _INT_ID.fullmatch(value) else None
 
 
+def invalid_input(field: str, message: str) -> ApiError:
+    """1005/400 naming the field, as DRF's validation errors are rendered."""
+    return ApiError(ErrorCode.INVALID_INPUT, "Invalid input", 400, {field: [message]})
+
+
 def not_found(what: str = "Resource") -> ApiError:
     return ApiError(ErrorCode.NOT_FOUND, f"{what} not found", 404)
 

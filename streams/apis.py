@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.authentication import request_user
 from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
 from rig.schema import payload
 from streams import selectors, services
@@ -49,20 +49,15 @@ def stream_payload(stream: Stream, destinations: list[Destination] | None) -> di
     }
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class StreamListCreateApi(APIView):
     @payload(StreamPayload, many=True)
     def get(self, request: Request) -> Response:
-        streams = selectors.stream_list(user=_user(request)).select_related("node")
+        streams = selectors.stream_list(user=request_user(request)).select_related("node")
         return ok("Stream list for user", [stream_payload(s, None) for s in streams])
 
     @payload(StreamPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request) -> Response:
-        stream = services.stream_create(user=_user(request))
+        stream = services.stream_create(user=request_user(request))
         return ok("New stream created", stream_payload(stream, None))
 
 
@@ -71,7 +66,7 @@ class StreamDetailApi(APIView):
         isActive = StrictBooleanField()
 
     def _detail(self, request: Request, stream_id: str) -> dict[str, Any]:
-        stream = selectors.stream_get_detailed(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get_detailed(user=request_user(request), stream_id=stream_id)
         return stream_payload(stream, list(stream.destinations.all()))
 
     @payload(StreamPayload)
@@ -80,14 +75,14 @@ class StreamDetailApi(APIView):
 
     @payload(StreamPayload)
     def patch(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         data = parse(self.UpdateSerializer, request)
         services.stream_update(stream=stream, is_active=data["isActive"])
         return ok("Stream updated", self._detail(request, stream_id))
 
     @payload(StreamDeletedPayload)
     def delete(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         deleted_id = str(stream.id)  # the canonical spelling, whatever the path said
         services.stream_delete(stream=stream)
         return ok("Stream deleted", {"id": deleted_id})
@@ -96,7 +91,7 @@ class StreamDetailApi(APIView):
 class StreamChangeKeyApi(APIView):
     @payload(StreamKeyPayload)
     def post(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         stream = services.stream_key_rotate(stream=stream)
         return ok("New stream key", {"key": stream.stream_key, "streamID": str(stream.id)})
 
@@ -119,7 +114,7 @@ class DestinationAddApi(APIView):
 
     @payload(DestinationPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         data = parse(self.InputSerializer, request)
         destination = services.destination_add(
             stream=stream,
@@ -133,7 +128,7 @@ class DestinationAddApi(APIView):
 class DestinationListApi(APIView):
     @payload(DestinationPayload, many=True)
     def get(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         destinations = stream.destinations.order_by("id")
         return ok("Stream destinations", [destination_payload(d) for d in destinations])
 
@@ -148,7 +143,7 @@ class DestinationDetailApi(APIView):
 
     def _get(self, request: Request, stream_id: str, destination_id: str) -> Destination:
         return selectors.destination_get(
-            user=_user(request), stream_id=stream_id, destination_id=destination_id
+            user=request_user(request), stream_id=stream_id, destination_id=destination_id
         )
 
     @payload(DestinationPayload)
@@ -178,14 +173,14 @@ class DestinationDetailApi(APIView):
 class RelayListApi(APIView):
     @payload(RelayPayload, many=True)
     def get(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         return ok("Stream relays", selectors.relay_list(stream=stream))
 
 
 class _RelayApi(APIView):
     def _get(self, request: Request, stream_id: str, destination_id: str) -> Destination:
         return selectors.destination_get(
-            user=_user(request), stream_id=stream_id, destination_id=destination_id
+            user=request_user(request), stream_id=stream_id, destination_id=destination_id
         )
 
 

@@ -65,6 +65,11 @@ def destination_get(
     return destination
 
 
+def relays_wanted() -> QuerySet[Destination]:
+    """The relays live sessions want: one per active destination of a streaming stream."""
+    return Destination.objects.filter(stream__is_streaming=True, is_active=True)
+
+
 def stream_by_key(*, key: str, for_update: bool = False) -> Stream | None:
     if not key or len(key) > 64:
         return None

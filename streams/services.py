@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from agents.models import IngestNode
-from rig.api import ApiError, ErrorCode, not_found
+from rig.api import ApiError, ErrorCode, invalid_input, not_found
 from streams import destinations as urls
 from streams.models import Destination, Relay, RelayState, Service, Stream
-from streams.selectors import stream_by_key
+from streams.selectors import relays_wanted, stream_by_key
 from webhooks.services import event_emit
 
 logger = logging.getLogger(__name__)
@@ -125,10 +125,6 @@ def stream_delete(*, stream: Stream) -> None:
 # --- destinations --------------------------------------------------------------------------
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(ErrorCode.INVALID_INPUT, "Invalid input", 400, {field: [message]})
-
-
 def _validate_destination(*, service: str, stream_key: str, server_url: str) -> None:
     _validate_key(stream_key)
     _validate_server_url(service, server_url)
@@ -137,7 +133,7 @@ def _validate_destination(*, service: str, stream_key: str, server_url: str) -> 
 def _validate_key(stream_key: str) -> None:
     error = urls.key_error(stream_key)
     if error:
-        raise _invalid("streamKey", error)
+        raise invalid_input("streamKey", error)
 
 
 def _validate_server_url(service: str, server_url: str) -> None:
@@ -151,9 +147,11 @@ def _validate_server_url(service: str, server_url: str) -> None:
             )
         error = urls.server_url_error(server_url)
         if error:
-            raise _invalid("serverUrl", error)
+            raise invalid_input("serverUrl", error)
     elif server_url:
-        raise _invalid("serverUrl", f"Only Custom destinations take a serverUrl, not {service}.")
+        raise invalid_input(
+            "serverUrl", f"Only Custom destinations take a serverUrl, not {service}."
+        )
 
 
 @transaction.atomic
@@ -215,11 +213,7 @@ def _publisher_stale(stream: Stream) -> bool:
 
 def _relays_on_node(node: IngestNode, *, besides: Stream) -> int:
     """Relays the node runs for its live sessions (one per active destination)."""
-    return (
-        Destination.objects.filter(stream__node=node, stream__is_streaming=True, is_active=True)
-        .exclude(stream=besides)
-        .count()
-    )
+    return relays_wanted().filter(stream__node=node).exclude(stream=besides).count()
 
 
 def _check_node_admits(node: IngestNode, stream: Stream) -> None:
@@ -339,8 +333,9 @@ def publish_end(*, node: IngestNode, key: str, client_id: str) -> None:
 
 @transaction.atomic
 def sessions_end_on_lost_node(*, node: IngestNode) -> list[Stream]:
-    """The node stopped reporting: its live sessions are over. The publisher reconnects (to
-    another node, or to this one once it is back) and starts a new session there."""
+    """The node stopped reporting: its live sessions are over. nginx's client id is kept, so a
+    node that comes back with the same publisher takes the session back (publishers_seen); a
+    publisher that reconnects instead starts a new session where it lands."""
     ended = []
     for stream in Stream.objects.select_for_update().filter(node=node, is_streaming=True):
         _session_end(stream, reason=NODE_LOST, keep_publisher=True)

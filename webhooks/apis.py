@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.authentication import request_user
 from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
 from rig.schema import payload
 from webhooks import selectors, services
@@ -54,11 +54,6 @@ def delivery_payload(delivery: WebhookDelivery) -> dict[str, Any]:
     }
 
 
-def _user(request: Request) -> User:
-    assert isinstance(request.user, User)
-    return request.user
-
-
 class _Url(StrictCharField):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=MAX_URL_LENGTH, trim_whitespace=False, **kwargs)
@@ -78,14 +73,14 @@ class WebhookListCreateApi(APIView):
 
     @payload(WebhookPayload, many=True)
     def get(self, request: Request) -> Response:
-        endpoints = selectors.webhook_list(user=_user(request))
+        endpoints = selectors.webhook_list(user=request_user(request))
         return ok("Webhook list for user", [webhook_payload(e) for e in endpoints])
 
     @payload(WebhookWithSecretPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request) -> Response:
         data = parse(self.InputSerializer, request)
         endpoint = services.webhook_create(
-            user=_user(request),
+            user=request_user(request),
             url=data["url"],
             events=data.get("events"),
             is_active=data.get("isActive", True),
@@ -101,12 +96,12 @@ class WebhookDetailApi(APIView):
 
     @payload(WebhookPayload)
     def get(self, request: Request, webhook_id: str) -> Response:
-        endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        endpoint = selectors.webhook_get(user=request_user(request), webhook_id=webhook_id)
         return ok("Webhook detail", webhook_payload(endpoint))
 
     @payload(WebhookPayload)
     def patch(self, request: Request, webhook_id: str) -> Response:
-        endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        endpoint = selectors.webhook_get(user=request_user(request), webhook_id=webhook_id)
         data = parse(self.UpdateSerializer, request)
         endpoint = services.webhook_update(
             endpoint=endpoint,
@@ -118,7 +113,7 @@ class WebhookDetailApi(APIView):
 
     @payload(WebhookDeletedPayload)
     def delete(self, request: Request, webhook_id: str) -> Response:
-        endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        endpoint = selectors.webhook_get(user=request_user(request), webhook_id=webhook_id)
         deleted_id = str(endpoint.id)  # the canonical spelling, whatever the path said
         services.webhook_delete(endpoint=endpoint)
         return ok("Webhook deleted", {"id": deleted_id})
@@ -129,7 +124,7 @@ class WebhookRotateSecretApi(APIView):
 
     @payload(WebhookWithSecretPayload)
     def post(self, request: Request, webhook_id: str) -> Response:
-        endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        endpoint = selectors.webhook_get(user=request_user(request), webhook_id=webhook_id)
         endpoint = services.webhook_secret_rotate(endpoint=endpoint)
         return ok("Webhook secret rotated", webhook_payload(endpoint, with_secret=True))
 
@@ -142,7 +137,7 @@ class WebhookTestApi(APIView):
 
     @payload(WebhookDeliveryPayload)
     def post(self, request: Request, webhook_id: str) -> Response:
-        endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        endpoint = selectors.webhook_get(user=request_user(request), webhook_id=webhook_id)
         delivery = services.webhook_test(endpoint=endpoint)
         return ok("Test event queued", delivery_payload(delivery))
 
@@ -152,6 +147,6 @@ class WebhookDeliveryListApi(APIView):
 
     @payload(WebhookDeliveryPayload, many=True)
     def get(self, request: Request, webhook_id: str) -> Response:
-        endpoint = selectors.webhook_get(user=_user(request), webhook_id=webhook_id)
+        endpoint = selectors.webhook_get(user=request_user(request), webhook_id=webhook_id)
         deliveries = selectors.delivery_list(endpoint=endpoint)
         return ok("Webhook deliveries", [delivery_payload(d) for d in deliveries])

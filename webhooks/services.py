@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
-from rig.api import ApiError, ErrorCode
+from rig.api import ApiError, ErrorCode, invalid_input
 from webhooks import sender
 from webhooks.models import (
     EVENTS,
@@ -32,21 +32,17 @@ from webhooks.models import (
 logger = logging.getLogger(__name__)
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(ErrorCode.INVALID_INPUT, "Invalid input", 400, {field: [message]})
-
-
 def _validated_url(url: str) -> str:
     error = sender.url_error(url)
     if error:
-        raise _invalid("url", error)
+        raise invalid_input("url", error)
     return url
 
 
 def _validated_events(events: Iterable[str]) -> list[str]:
     unknown = sorted(set(events) - set(EVENTS))
     if unknown:
-        raise _invalid("events", f"Unknown events: {', '.join(unknown)}.")
+        raise invalid_input("events", f"Unknown events: {', '.join(unknown)}.")
     return [event for event in EVENTS if event in set(events)]  # a set, in a stable order
 
 

@@ -95,7 +95,7 @@ class Agent:
             # nginx has publishers the control plane does not list: revoked, or sessions it
             # ended while this node was cut off. Report them first (it takes the latter back),
             # then ask again, so a node coming back does not drop streams it may keep.
-            self.control.report(self.status_report(), sorted(publishers), self.load())
+            self._report(sorted(publishers))
             streams = self.control.live_streams()
         desired: list[RelaySpec] = []
         keys: dict[str, str] = {}
@@ -178,6 +178,10 @@ class Agent:
             if stream_id in keys
         ]
 
+    def _report(self, publishers: list[str] | None) -> None:
+        """The heartbeat: relay states, nginx's publishers (None: unknown) and the load."""
+        self.control.report(self.status_report(), publishers, self.load())
+
     def load(self) -> dict[str, Any]:
         """The heartbeat's load figures: relays this node runs, and the 1-minute load average."""
         return {"relays": len(self.supervisor.states()), "loadAvg1": round(os.getloadavg()[0], 2)}
@@ -192,7 +196,7 @@ class Agent:
             except OSError:
                 publishers = None  # unknown: the control plane then neither vouches nor ends
             try:
-                self.control.report(self.status_report(), publishers, self.load())
+                self._report(publishers)
             except ControlPlaneError as error:
                 logger.warning("status report failed: %s", error)
             except Exception:  # never let the loop die: the next period tries again
