@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 RUN := .run
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg openssl
+# `make test` also drives the dashboard in Debian's chromium (never a downloaded browser).
+BROWSER_PACKAGES := chromium fonts-dejavu-core
 
 # `make up` defaults: one machine is control plane and ingest node (override any of them).
 # Exported to `make up` only: `make test` must not inherit a node token file or fixed ports.
@@ -23,11 +25,11 @@ up: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/$(RUN)/prometheus
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help system-deps venv up test lint bench bench-api clean
+.PHONY: help system-deps browser-deps venv up test lint bench bench-api clean
 
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
-	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1"
+	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1 (and chromium)"
 	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push)"
 	@echo "make bench-api  /agents/config requests per second under gunicorn (wrk, Postgres)"
 
@@ -44,6 +46,13 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			$(APT_PACKAGES) python3-venv >/dev/null; \
 	fi
+
+browser-deps:
+	@[ -x /usr/lib/chromium/chromium ] || { \
+		echo "installing $(BROWSER_PACKAGES) from Debian's packages"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(BROWSER_PACKAGES) >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,7 +73,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-test: system-deps lint
+test: system-deps browser-deps lint
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
 bench: system-deps venv

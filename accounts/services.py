@@ -50,13 +50,19 @@ def user_create(*, username: str, email: str, password: str) -> User:
     return user
 
 
-def user_login(*, username: str, password: str) -> tuple[User, dict[str, str]]:
+def user_authenticate(*, username: str, password: str) -> User:
+    """The user these credentials name; 1003/401 otherwise (the API and the dashboard)."""
     user = user_find_by_username(username=username)
     if user is None:
         make_password(password)  # spend the same time as a real check: no user enumeration
         raise _invalid_credentials()
     if not user.is_active or not user.check_password(password):
         raise _invalid_credentials()
+    return user
+
+
+def user_login(*, username: str, password: str) -> tuple[User, dict[str, str]]:
+    user = user_authenticate(username=username, password=password)
     return user, tokens_for(user)
 
 

@@ -127,8 +127,13 @@ class StrictInput(serializers.Serializer):
         return super().to_internal_value(data)
 
 
-def parse(serializer_class: type[StrictInput], request: Request) -> dict[str, Any]:
-    """Validate a request body; errors become 1004/1005 in rig.errors."""
-    serializer = serializer_class(data=request.data)
+def validate(serializer_class: type[StrictInput], data: Any) -> dict[str, Any]:
+    """Validate input (a body, or a dashboard form); errors become 1004/1005 in rig.errors."""
+    serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
+
+
+def parse(serializer_class: type[StrictInput], request: Request) -> dict[str, Any]:
+    """Validate a request body."""
+    return validate(serializer_class, request.data)

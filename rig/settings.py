@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
@@ -38,12 +39,16 @@ INSTALLED_APPS = [
     "streams",
     "agents",
     "webhooks",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "rig.logs.RequestLogMiddleware",
+    # Preflights are answered here, before size checks, authentication or any view.
+    "corsheaders.middleware.CorsMiddleware",
     "rig.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -100,7 +105,26 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = RUN_DIR / "static"
+# The dashboard's and Swagger UI's files are served by rig itself (whitenoise), straight from
+# the apps' static folders: no collectstatic step, no CDN.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+STATIC_ROOT = env_str("RIG_STATIC_ROOT", "") or None  # only for an optional collectstatic
+
+# The dashboard (dashboard/) signs in with a session and CSRF; the JSON API keeps JWT.
+LOGIN_URL = "/app/login"
+LOGIN_REDIRECT_URL = "/app/"
+CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
+SESSION_COOKIE_AGE = env_int("RIG_SESSION_DAYS", 14) * 24 * 3600
+
+# CORS for API clients served from other origins (a dashboard elsewhere): the listed origins
+# may call the API with a bearer token. Empty: none. Pages under /app/ and /admin/ never.
+CORS_ALLOWED_ORIGINS = env_list("RIG_CORS_ORIGINS", [])
+CORS_URLS_REGEX = r"^/(?!app/|admin/).*$"
+CORS_ALLOW_METHODS = ["GET", "POST", "PATCH", "DELETE"]
+CORS_ALLOW_HEADERS = ["authorization", "content-type"]
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
+CORS_PREFLIGHT_MAX_AGE = env_int("RIG_CORS_MAX_AGE_S", 3600)
 
 # Bodies larger than this are refused with 413 before any parsing.
 RIG_MAX_BODY_BYTES = env_int("RIG_MAX_BODY_BYTES", 64 * 1024)

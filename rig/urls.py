@@ -3,7 +3,6 @@ Swagger UI, and a JSON 404 for the rest."""
 
 from typing import Any
 
-from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from rest_framework.permissions import AllowAny
@@ -33,13 +32,9 @@ urlpatterns = [
     path("", include("streams.urls")),
     path("", include("agents.urls")),
     path("", include("webhooks.urls")),
+    path("", include("dashboard.urls")),
     re_path(r"^schema(?:\.(?P<format>json|yaml))?/?$", docs.SchemaApi.as_view(), name="schema"),
     re_path(r"^docs/?$", docs.DocsApi.as_view(), name="docs"),
-    re_path(
-        rf"^{settings.STATIC_URL.lstrip('/')}drf_spectacular_sidecar/(?P<path>.+)$",
-        docs.sidecar_asset,
-        name="docs-assets",
-    ),
     re_path(r"^.*$", UnknownRouteApi.as_view(), name="unknown-route"),
 ]
 

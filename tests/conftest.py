@@ -184,3 +184,62 @@ def celery_worker_process(
         yield process
     finally:
         stop(process, timeout=10)
+
+
+# --- a real browser: Debian's chromium driven by Playwright (no browser download) -----------
+
+CHROMIUM = next(
+    (p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if Path(p).exists()),
+    "/usr/bin/chromium",
+)
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless chromium per test module (Playwright's sync API keeps an event loop running
+    in this thread, which later asyncio tests must not find). Its background services are off:
+    this machine's network is loopback only, and a page test must see only its own requests."""
+    from playwright.sync_api import sync_playwright
+
+    # The test's own ORM calls are plain synchronous code beside that loop.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield chromium
+        chromium.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+
+
+@pytest.fixture
+def new_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Pages in fresh browser contexts (own cookies). Each page records what a person would
+    not want: console errors, uncaught exceptions, and every URL it requested."""
+    contexts: list[Any] = []
+
+    def make(width: int = 1280, height: int = 900) -> Any:
+        context = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.errors = []
+        page.requested = []
+        page.on("console", lambda m: m.type == "error" and page.errors.append(m.text))
+        page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.on("request", lambda r: page.requested.append(r.url))
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()

@@ -113,7 +113,7 @@ def test_wrong_types_in_every_field_never_500(world, method, path, who, valid, w
 
 
 @pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "options", "head"])
-@pytest.mark.parametrize("path", ["/", "/nope", "/streams/x/y/z/w", "/accounts/auth", "/admin"])
+@pytest.mark.parametrize("path", ["/nope", "/streams/x/y/z/w", "/accounts/auth", "/admin", "/ap"])
 def test_unknown_routes_are_1000_json(method: str, path: str, db: None) -> None:
     client = client_for(token="rign_garbage")
     response = getattr(client, method)(path)
