@@ -19,6 +19,9 @@ class AgentDestinationPayload(serializers.Serializer):
 class LiveStreamPayload(serializers.Serializer):
     streamID = serializers.UUIDField()
     streamKey = serializers.CharField()
+    clientId = serializers.CharField(
+        help_text="nginx's client id of the admitted publisher: the session relays serve."
+    )
     destinations = AgentDestinationPayload(
         many=True, help_text="The stream's Stream Config, as /agents/config/{key} answers it."
     )

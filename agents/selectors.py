@@ -47,6 +47,7 @@ def node_live_streams(*, node: IngestNode) -> list[dict[str, Any]]:
         {
             "streamID": str(s.id),
             "streamKey": s.stream_key,
+            "clientId": s.publish_client_id,
             "destinations": [_config_item(d) for d in s.destinations.all()],
         }
         for s in streams

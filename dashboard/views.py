@@ -211,6 +211,7 @@ def login_page(request: HttpRequest) -> HttpResponse:
 @require_POST
 def logout_page(request: HttpRequest) -> HttpResponse:
     logout(request)
+    messages.success(request, "Logged out.")
     return redirect("dashboard:login")
 
 
@@ -282,6 +283,8 @@ def _relays(stream: Stream) -> list[dict[str, Any]]:
     for destination in stream.destinations.all():
         relay = selectors.relay_payload(destination)
         live = stream.is_streaming and relay["isActive"]
+        if not live:  # figures of a relay that is not running are history, not news
+            relay.update(bitrateKbps=None, fps=None, since=None, lastError=None)
         rows.append(
             {
                 **relay,
@@ -336,13 +339,17 @@ def stream_live(request: HttpRequest, stream_id: str) -> HttpResponse:
 
 
 def _stream_action(view: Callable[[HttpRequest, Stream], HttpResponse]) -> Callable[..., Any]:
-    """A button on the stream page: POST only, on the user's own stream."""
+    """A button on the stream page, on the user's own stream. Opening its address (a reload
+    after a form error, a bookmark) leads back to the stream page."""
 
-    @require_POST
+    @require_http_methods(["GET", "POST"])
     @page
     @wraps(view)
     def wrapped(request: HttpRequest, stream_id: str) -> HttpResponse:
-        return view(request, selectors.stream_get(user=_user(request), stream_id=stream_id))
+        stream = selectors.stream_get(user=_user(request), stream_id=stream_id)
+        if request.method == "GET":
+            return redirect(_back(stream))
+        return view(request, stream)
 
     return wrapped
 
@@ -394,15 +401,17 @@ def destination_add(request: HttpRequest, stream: Stream) -> HttpResponse:
 
 
 def _destination_action(view: Callable[..., HttpResponse]) -> Callable[..., Any]:
-    """A button on one destination's card: POST only, on the user's own destination."""
+    """A button on one destination's card, on the user's own destination (GET: its page)."""
 
-    @require_POST
+    @require_http_methods(["GET", "POST"])
     @page
     @wraps(view)
     def wrapped(request: HttpRequest, stream_id: str, destination_id: str) -> HttpResponse:
         destination = selectors.destination_get(
             user=_user(request), stream_id=stream_id, destination_id=destination_id
         )
+        if request.method == "GET":
+            return redirect(_back(destination.stream))
         return view(request, destination)
 
     return wrapped

@@ -197,8 +197,10 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("RIG_CELERY_QUEUE", "rig")
 # receiver never holds up a node nudge or the node watch.
 RIG_WEBHOOK_QUEUE = env_str("RIG_WEBHOOK_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-webhooks")
 CELERY_TASK_ROUTES = {"webhooks.tasks.*": {"queue": RIG_WEBHOOK_QUEUE}}
-# Tasks are nudges: with the broker down, fail at once rather than hold up an nginx hook.
+# Tasks are hints: with the broker down, give up rather than retry. Requests never wait for the
+# broker anyway: rig.enqueue sends from a thread of its own (inline with RIG_ENQUEUE_INLINE).
 CELERY_TASK_PUBLISH_RETRY = False
+RIG_ENQUEUE_INLINE = env_bool("RIG_ENQUEUE_INLINE", False)
 # Node heartbeats: agents report every 2 s; a node silent for RIG_NODE_STALE_S is lost (its
 # sessions end), checked every RIG_NODE_CHECK_S by `celery beat`.
 RIG_NODE_STALE_S = env_int("RIG_NODE_STALE_S", 10)

@@ -27,6 +27,9 @@ class Stream(models.Model):
     )
     publish_client_id = models.CharField(max_length=32, blank=True)
     publisher_seen_at = models.DateTimeField(null=True, blank=True)
+    # Reports in a row from the serving node that did not list the publisher (nginx restarted,
+    # or the publisher vanished without on_publish_done): from two on, a new publish may take over.
+    publisher_missed = models.PositiveIntegerField(default=0)
     provision_status = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -12,11 +12,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import User
 from agents.models import IngestNode
 from rig.api import ApiError, ErrorCode, invalid_input, not_found
+from rig.enqueue import enqueue_after_commit
 from streams import destinations as urls
 from streams.models import Destination, Relay, RelayState, Service, Stream
 from streams.selectors import relays_wanted, stream_by_key
@@ -30,18 +32,11 @@ def new_stream_key() -> str:
     return secrets.token_urlsafe(16)
 
 
-def _send_nudge(node_id: int) -> None:
+def _nudge_after_commit(node_id: int | None) -> None:
     from agents.tasks import node_nudge  # tasks import services: avoid the cycle at import time
 
-    try:
-        node_nudge.delay(node_id)
-    except Exception:  # broker down: a hint lost, not a request failed; the agent polls anyway
-        logger.warning("could not enqueue a nudge for node %s", node_id, exc_info=True)
-
-
-def _nudge_after_commit(node_id: int | None) -> None:
     if node_id is not None:
-        transaction.on_commit(lambda: _send_nudge(node_id))
+        enqueue_after_commit(node_nudge, node_id)
 
 
 def _nudge_if_live(stream: Stream) -> None:
@@ -203,9 +198,13 @@ def destination_delete(*, destination: Destination) -> None:
 # --- publish lifecycle (nginx-rtmp on_publish / on_publish_done, the agent's reports) -------
 
 
-def _publisher_stale(stream: Stream) -> bool:
-    """A live session its node stopped vouching for (agent reports) may be taken over."""
+def _publisher_stale(stream: Stream, node: IngestNode) -> bool:
+    """A live session its node stopped vouching for (agent reports) may be taken over: at once
+    when the serving node itself said twice that nginx no longer has the publisher (nginx was
+    restarted and OBS reconnects there), else after RIG_PUBLISHER_STALE_S."""
     if stream.publisher_seen_at is None:
+        return True
+    if stream.node_id == node.pk and stream.publisher_missed >= 2:
         return True
     limit = timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
     return timezone.now() - stream.publisher_seen_at > limit
@@ -246,7 +245,7 @@ def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
     if stream.is_streaming:
         if stream.node_id == node.pk and stream.publish_client_id == client_id:
             return stream  # the same publisher asked again
-        if not _publisher_stale(stream):
+        if not _publisher_stale(stream, node):
             raise ApiError(ErrorCode.IN_USE, "Stream is already live", 409)
     _check_node_admits(node, stream)
     if stream.is_streaming:  # a session nobody vouches for any more ends here
@@ -256,6 +255,7 @@ def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
     stream.node = node
     stream.publish_client_id = client_id
     stream.publisher_seen_at = now
+    stream.publisher_missed = 0
     stream.provision_status = {
         "state": "provisioning",
         "reason": None,
@@ -278,7 +278,8 @@ def publishers_seen(*, node: IngestNode, keys: list[str]) -> None:
     the node whose publisher is gone for longer than the grace a fresh publish needs to appear."""
     now = timezone.now()
     live = Stream.objects.filter(node=node, is_streaming=True)
-    live.filter(stream_key__in=keys).update(publisher_seen_at=now)
+    live.filter(stream_key__in=keys).update(publisher_seen_at=now, publisher_missed=0)
+    live.exclude(stream_key__in=keys).update(publisher_missed=F("publisher_missed") + 1)
     cutoff = now - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
     for stream in live.exclude(stream_key__in=keys).filter(publisher_seen_at__lt=cutoff):
         with transaction.atomic():
@@ -311,8 +312,11 @@ def _session_resume(stream: Stream) -> None:
     status.update(state="provisioning", reason=None, endedAt=None, resumedAt=now.isoformat())
     stream.is_streaming = True
     stream.publisher_seen_at = now
+    stream.publisher_missed = 0
     stream.provision_status = status
-    stream.save(update_fields=["is_streaming", "publisher_seen_at", "provision_status"])
+    stream.save(
+        update_fields=["is_streaming", "publisher_seen_at", "publisher_missed", "provision_status"]
+    )
     logger.info("stream %s resumed on node %s after the node came back", stream.pk, stream.node_id)
     _nudge_after_commit(stream.node_id)
     _stream_event(stream, "stream.live")

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.RIG_ENQUEUE_INLINE = True  # sends happen where the test can see them
     cache.clear()  # throttling state must not leak between tests
 
 

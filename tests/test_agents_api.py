@@ -152,6 +152,35 @@ def test_stale_session_can_be_taken_over(node_and_token, alice_stream: Stream, s
     assert alice_stream.publish_client_id == "2"
 
 
+def test_a_restarted_ingest_takes_its_publisher_back_at_once(
+    node_and_token, alice_stream: Stream
+) -> None:
+    """nginx died and came back: once its node has twice reported it no longer receives the
+    key, OBS reconnecting there gets in at once, not after the 15-s grace."""
+    _, token = node_and_token
+    _, token2 = node_create("node2")
+    node_client = client_for(token=token)
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="1"), "OK")
+    silent: dict[str, list[str]] = {"streams": [], "publishers": []}
+    assert_ok(node_client.post("/agents/status", silent, format="json"), "Status recorded")
+    assert_error(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), 409, 1009)
+    assert_ok(node_client.post("/agents/status", silent, format="json"), "Status recorded")
+    assert_error(form_hook(token2, "publish", alice_stream.stream_key), 409, 1009)  # elsewhere
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), "OK")
+    alice_stream.refresh_from_db()
+    assert (alice_stream.publish_client_id, alice_stream.publisher_missed) == ("2", 0)
+
+
+def test_a_vouched_publisher_is_never_taken_over(node_and_token, alice_stream: Stream) -> None:
+    _, token = node_and_token
+    node_client = client_for(token=token)
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="1"), "OK")
+    for publishers in ([], [alice_stream.stream_key], []):  # missed, seen, missed: not twice
+        body = {"streams": [], "publishers": publishers}
+        assert_ok(node_client.post("/agents/status", body, format="json"), "Status recorded")
+    assert_error(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), 409, 1009)
+
+
 def test_hook_with_bad_token_is_1003(alice_stream: Stream, db: None) -> None:
     assert_error(form_hook("rign_nope", "publish", alice_stream.stream_key), 401, 1003)
     alice_stream.refresh_from_db()
@@ -251,7 +280,12 @@ def test_live_streams_for_node(node_and_token, alice: User) -> None:
         client_for(token=token).get(f"/agents/config/{mine.stream_key}"), "Stream Config"
     )
     assert payload == [
-        {"streamID": str(mine.id), "streamKey": mine.stream_key, "destinations": config}
+        {
+            "streamID": str(mine.id),
+            "streamKey": mine.stream_key,
+            "clientId": "7",  # the session relays are bound to: nginx's id of the publisher
+            "destinations": config,
+        }
     ]
     assert [d["id"] for d in config] == [yt.pk]
     assert idle.stream_key not in str(payload)

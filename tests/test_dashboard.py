@@ -228,9 +228,17 @@ def test_stream_buttons(alice_page: Client, alice_stream: Stream) -> None:
     assert not Stream.objects.filter(pk=alice_stream.pk).exists()
 
 
-def test_buttons_take_post_only(alice_page: Client, alice_stream: Stream) -> None:
-    assert alice_page.get(f"/app/streams/{alice_stream.id}/delete").status_code == 405
-    assert Stream.objects.filter(pk=alice_stream.pk).exists()
+def test_opening_a_buttons_address_leads_back_to_the_stream_and_changes_nothing(
+    alice_page: Client, alice_stream: Stream
+) -> None:
+    """A reload after a form error, or a bookmark, must not end on an error page."""
+    destination = DestinationFactory.create(stream=alice_stream)
+    base = f"/app/streams/{alice_stream.id}"
+    for path in ("delete", "destinations", "rotateKey", f"destinations/{destination.pk}/delete"):
+        response = alice_page.get(f"{base}/{path}")
+        assert response.status_code == 302 and response["Location"] == base, path
+    assert Stream.objects.filter(pk=alice_stream.pk, stream_key=alice_stream.stream_key).exists()
+    assert Destination.objects.filter(pk=destination.pk).exists()
 
 
 def test_a_form_without_the_csrf_token_is_refused(alice: User, alice_stream: Stream) -> None:

@@ -127,6 +127,9 @@ def test_webhooks_and_nodes_pages(
     expect(page.locator("table.deliveries")).to_contain_text("ping")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "webhooks-1280.png"), full_page=True)
+    page.set_viewport_size({"width": 375, "height": 812})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375  # no sideways scroll
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     page.get_by_role("link", name="Nodes").click()
     expect(page.get_by_role("row", name="eu-1")).to_contain_text("unknown")

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from rig.api import ApiError, ErrorCode, invalid_input
+from rig.enqueue import enqueue_after_commit
 from webhooks import sender
 from webhooks.models import (
     EVENTS,
@@ -125,19 +126,13 @@ def _body(event: str, data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _send(delivery_ids: list[int]) -> None:
+def _enqueue_after_commit(delivery_ids: list[int]) -> None:
+    """Each delivery's send after commit; with the broker down its row stays pending for
+    ``delivery_sweep``."""
     from webhooks.tasks import delivery_send  # tasks import services
 
-    try:
-        for delivery_id in delivery_ids:
-            delivery_send.delay(delivery_id)
-    except Exception:  # broker down: rows stay pending for delivery_sweep; never fail the caller
-        logger.warning("could not enqueue webhook deliveries %s", delivery_ids, exc_info=True)
-
-
-def _enqueue_after_commit(delivery_ids: list[int]) -> None:
-    if delivery_ids:
-        transaction.on_commit(lambda: _send(delivery_ids))
+    for delivery_id in delivery_ids:
+        enqueue_after_commit(delivery_send, delivery_id)
 
 
 def destination_event(previous: str, state: str) -> str | None:

@@ -42,6 +42,7 @@ class AgentConfig:
     listen_port: int = 8091
     poll_interval: float = 5.0
     report_interval: float = 2.0
+    watch_interval: float = 0.5
     ffmpeg: str = "ffmpeg"
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
@@ -58,10 +59,55 @@ class AgentConfig:
             listen_port=int(port),
             poll_interval=float(node_env("RIG_AGENT_POLL_S", "5")),
             report_interval=float(node_env("RIG_AGENT_REPORT_S", "2")),
+            watch_interval=float(node_env("RIG_AGENT_WATCH_S", "0.5")),
             ffmpeg=node_env("RIG_FFMPEG", "ffmpeg"),
             backoff_initial=float(node_env("RIG_RELAY_BACKOFF_INITIAL_S", "1")),
             backoff_max=float(node_env("RIG_RELAY_BACKOFF_MAX_S", "30")),
         )
+
+
+def desired_relays(
+    streams: list[dict[str, Any]], publishers: dict[str, str], *, rtmp_port: int
+) -> tuple[list[RelaySpec], dict[str, str]]:
+    """The relays this node should run, and {stream id: key} of the streams they serve.
+
+    A relay is bound to the publish session it serves: it runs only while nginx's publisher
+    of the key is the one the control plane admitted (``clientId``), and the session is part
+    of its spec, so a new session (a publisher that dropped and came back) restarts it at
+    the new session's first keyframe instead of forwarding the new timestamps into the old
+    connection (the platform would see a frozen picture)."""
+    specs: list[RelaySpec] = []
+    keys: dict[str, str] = {}
+    for stream in streams:
+        key = stream["streamKey"]
+        session = publishers.get(key)
+        if session is None or session != str(stream.get("clientId", session)):
+            continue  # no publisher here yet, or not the admitted one: nothing to relay
+        keys[stream["streamID"]] = key
+        specs.extend(
+            RelaySpec(
+                relay_id=f"{stream['streamID']}:{destination['id']}",
+                source_url=f"rtmp://127.0.0.1:{rtmp_port}/{ingest.APP}/{key}",
+                target_url=destination["rtmpUrl"],
+                mute=bool(destination.get("isMuted", False)),
+                generation=int(destination.get("restartSeq", 0)),
+                session=session,
+            )
+            for destination in stream["destinations"]
+            if destination.get("isActive")
+        )
+    return specs, keys
+
+
+def publishers_to_drop(streams: list[dict[str, Any]], publishers: dict[str, str]) -> list[str]:
+    """Keys whose publisher on this node is not a live session's: revoked, ended, or replaced
+    by a newer session (which can only connect once this one is gone)."""
+    admitted = {stream["streamKey"]: str(stream.get("clientId", "")) for stream in streams}
+    return sorted(
+        key
+        for key, client in publishers.items()
+        if key not in admitted or admitted[key] not in ("", client)
+    )
 
 
 class Agent:
@@ -75,6 +121,7 @@ class Agent:
             on_change=self._relay_changed,
         )
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
+        self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._wake = threading.Event()
         self._report_now = threading.Event()
         self._stopping = threading.Event()
@@ -91,50 +138,33 @@ class Agent:
         # control plane's answer (read after) includes it unless it has since been revoked.
         publishers = self._publishers()
         streams = self.control.live_streams()
-        if publishers - {stream["streamKey"] for stream in streams}:
+        if set(publishers) - {stream["streamKey"] for stream in streams}:
             # nginx has publishers the control plane does not list: revoked, or sessions it
             # ended while this node was cut off. Report them first (it takes the latter back),
             # then ask again, so a node coming back does not drop streams it may keep.
             self._report(sorted(publishers))
             streams = self.control.live_streams()
-        desired: list[RelaySpec] = []
-        keys: dict[str, str] = {}
-        for stream in streams:
-            stream_id, key = stream["streamID"], stream["streamKey"]
-            # The control plane sends each stream's destinations along; ask per key otherwise.
-            config = stream.get("destinations")
-            if config is None:
-                config = self.control.stream_config(key)
-            if config is None:
-                continue
-            keys[stream_id] = key
-            source = f"rtmp://127.0.0.1:{self.config.rtmp_port}/live/{key}"
-            desired.extend(
-                RelaySpec(
-                    relay_id=f"{stream_id}:{destination['id']}",
-                    source_url=source,
-                    target_url=destination["rtmpUrl"],
-                    mute=bool(destination.get("isMuted", False)),
-                    generation=int(destination.get("restartSeq", 0)),
-                )
-                for destination in config
-                if destination.get("isActive")
-            )
-        self._keys = keys
-        self.supervisor.reconcile(desired)
-        for name in publishers - set(keys.values()):
-            logger.info("dropping a publisher whose key is no longer live here")
+        specs, self._keys = desired_relays(streams, publishers, rtmp_port=self.config.rtmp_port)
+        self._served = publishers
+        self.supervisor.reconcile(specs)
+        for name in publishers_to_drop(streams, publishers):
+            logger.info("dropping a publisher whose session is no longer live here")
             try:
                 ingest.drop_publisher(self.config.stat_url, name)
             except (OSError, RuntimeError) as error:  # retried on the next reconcile
                 logger.warning("could not drop a revoked publisher: %s", error)
         self._report_now.set()
 
-    def _publishers(self) -> set[str]:
+    def _publishers(self) -> dict[str, str]:
+        """What nginx receives now: {stream key: client id}. Empty when nginx does not answer:
+        a dead ingest receives nothing, and its sessions must end rather than linger."""
         try:
-            return set(ingest.live_publishers(self.config.stat_url))
+            return {
+                key: str(client)
+                for key, client in ingest.live_publishers(self.config.stat_url).items()
+            }
         except OSError:
-            return set()  # nginx not up yet: nothing to drop
+            return {}
 
     def _reconcile_loop(self) -> None:
         while not self._stopping.is_set():
@@ -192,15 +222,18 @@ class Agent:
             time.sleep(0.2)  # coalesce a burst of state changes into one report
             self._report_now.clear()
             try:
-                publishers = sorted(ingest.live_publishers(self.config.stat_url))
-            except OSError:
-                publishers = None  # unknown: the control plane then neither vouches nor ends
-            try:
-                self._report(publishers)
+                self._report(sorted(self._publishers()))
             except ControlPlaneError as error:
                 logger.warning("status report failed: %s", error)
             except Exception:  # never let the loop die: the next period tries again
                 logger.exception("status report failed")
+
+    def _watch_loop(self) -> None:
+        """A publisher that comes, goes or is replaced (a new client id: a new session) makes
+        the relays follow at once, without waiting for a nudge or the poll."""
+        while not self._stopping.wait(self.config.watch_interval):
+            if self._publishers() != self._served:
+                self.nudge()
 
     # --- nudge listener ---------------------------------------------------------------------
 
@@ -252,6 +285,7 @@ class Agent:
             threading.Thread(target=self._server.serve_forever, name="nudge", daemon=True),
             threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True),
             threading.Thread(target=self._report_loop, name="report", daemon=True),
+            threading.Thread(target=self._watch_loop, name="watch", daemon=True),
         ]
         for thread in self._threads:
             thread.start()

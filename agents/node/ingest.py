@@ -58,6 +58,9 @@ _PREFIX_SUBDIRS = (
     "tmp/scgi",
 )
 
+# The nginx-rtmp application OBS publishes to and relays play from: rtmp://host/live/<key>.
+APP = "live"
+
 
 @dataclass(frozen=True)
 class IngestConfig:
@@ -284,7 +287,7 @@ def _http_get(url: str, timeout: float) -> bytes:
         return data
 
 
-def live_publishers(http_base: str, *, app: str = "live", timeout: float = 2.0) -> dict[str, int]:
+def live_publishers(http_base: str, *, app: str = APP, timeout: float = 2.0) -> dict[str, int]:
     """Map each stream name currently being published in *app* to its nginx client id.
 
     Parsed from nginx-rtmp's ``/stat`` XML::
@@ -299,7 +302,7 @@ def live_publishers(http_base: str, *, app: str = "live", timeout: float = 2.0) 
     return publishers_from_stat(_http_get(f"{http_base.rstrip('/')}/stat", timeout), app=app)
 
 
-def publishers_from_stat(xml: bytes, *, app: str = "live") -> dict[str, int]:
+def publishers_from_stat(xml: bytes, *, app: str = APP) -> dict[str, int]:
     """The parsing half of :func:`live_publishers`: ``/stat`` XML -> {stream name: client id}."""
     root = ET.fromstring(xml)  # noqa: S314 - from our own loopback nginx
     found: dict[str, int] = {}
@@ -321,7 +324,7 @@ def publishers_from_stat(xml: bytes, *, app: str = "live") -> dict[str, int]:
     return found
 
 
-def drop_publisher(http_base: str, name: str, *, app: str = "live", timeout: float = 2.0) -> bool:
+def drop_publisher(http_base: str, name: str, *, app: str = APP, timeout: float = 2.0) -> bool:
     """Disconnect whoever is publishing *name* in *app*; True if a publisher was dropped.
 
     Uses ``/control/drop/publisher``, whose body is the number of sessions dropped. nginx

@@ -45,13 +45,17 @@ class RelaySpec:
     mute: bool = False
     # The user's restart counter: a new value is a new spec, so the relay starts afresh.
     generation: int = 0
+    # The publish session it serves (nginx's client id of the publisher): a new session is a
+    # new spec, so the relay starts afresh, at the new session's first keyframe.
+    session: str = ""
 
     def __repr__(self) -> str:
         # Specs end up in tracebacks and debug logs; never print the key there.
         target = redact(self.target_url, relay_secrets(self))
         return (
             f"RelaySpec(relay_id={self.relay_id!r}, source_url={self.source_url!r}, "
-            f"target_url={target!r}, mute={self.mute!r}, generation={self.generation!r})"
+            f"target_url={target!r}, mute={self.mute!r}, generation={self.generation!r}, "
+            f"session={self.session!r})"
         )
 
 
@@ -204,10 +208,11 @@ def parse_progress_block(lines: Iterable[str]) -> Progress | None:
 class RelayState(StrEnum):
     """Where a relay is in its life.
 
-    STARTING: process launched, no bytes yet. LIVE: bytes reached the target within the last
-    ``live_window`` seconds. RECONNECTING: waiting to retry, or retried and not live yet (also
-    a running relay whose bytes stopped). FAILED: ``failed_after`` attempts in a row never went
-    live; it keeps retrying. STOPPED: ordered stopped or removed.
+    STARTING: process launched, no picture yet. LIVE: video frames with advancing timestamps
+    reached the target within the last ``live_window`` seconds. RECONNECTING: waiting to
+    retry, or retried and not live yet (also a running relay whose picture stopped). FAILED:
+    ``failed_after`` attempts in a row never went live; it keeps retrying. STOPPED: ordered
+    stopped or removed.
     """
 
     STARTING = "starting"

@@ -24,10 +24,12 @@ import random
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,6 +87,27 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return setup
 
 
+_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
+
+
+def target_address(url: str) -> tuple[str, int] | None:
+    """(host, port) a relay connects to, for the reachability probe; None if unknown."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname and port else None
+
+
+def _answers(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _exit_text(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -137,6 +160,7 @@ class _Run:
         self.pending: dict[int, bytes] = {}
         self.new_log: list[str] = []
         self.term_sent: float | None = None  # monotonic time of the SIGTERM of an order
+        self.term_repeated = False
         self.stalled: str | None = None
         self._parser = ProgressParser()
         self._last_line: str | None = None
@@ -184,6 +208,7 @@ class _Relay:
         self._since = time.time()
         self._live_since: float | None = None  # monotonic; set while LIVE
         self._last_advance: float | None = None  # monotonic; bytes last grew in this attempt
+        self._last_picture: float | None = None  # monotonic; video last moved on, ditto
         self._went_live = False  # in this attempt
         self._failures = 0  # consecutive attempts that never went live
         self._backoff = settings.backoff_initial
@@ -342,9 +367,35 @@ class _Relay:
             self._set_state(RelayState.FAILED if failed else RelayState.RECONNECTING)
             self._event(f"{failure}; restarting in {delay:.1f}s")
         self._notify()
-        with self._cond:
-            if not self._cond.wait_for(lambda: not self._want or self._kick, timeout=delay):
-                self._restarts += 1
+        self._wait_to_retry(delay)
+
+    def _wait_to_retry(self, delay: float) -> None:
+        """Wait out the backoff, but retry as soon as a destination that was unreachable
+        accepts connections again (a TCP connect a second), so a platform that comes back
+        is live again within seconds, not after the longest backoff."""
+        address = target_address(self.spec.target_url)
+        deadline = time.monotonic() + delay
+        was_down = False
+        while True:
+            with self._cond:
+                remaining = deadline - time.monotonic()
+                ordered = self._cond.wait_for(
+                    lambda: not self._want or self._kick, timeout=max(0.0, min(1.0, remaining))
+                )
+                if ordered:
+                    return
+                if remaining <= 1.0:
+                    self._restarts += 1
+                    return
+            if address is None:
+                continue
+            answers = _answers(address)
+            if answers and was_down:
+                with self._cond:
+                    self._event("destination answers again: retrying now")
+                    self._restarts += 1
+                return
+            was_down = was_down or not answers
 
     def _attempt(self, spec: RelaySpec) -> str | None:
         """Run ffmpeg once. The failure that ended it, or None if an order ended it."""
@@ -356,7 +407,7 @@ class _Relay:
             self._bytes_now = 0
             self._samples.clear()
             self._reported = None
-            self._last_advance = None
+            self._last_advance = self._last_picture = None
             self._went_live = False
         try:
             # Spawned from this thread, which lives until the child is reaped: see the module
@@ -415,25 +466,49 @@ class _Relay:
             run.term_sent = now
         elif run.term_sent is not None and now - run.term_sent > _TERM_GRACE:
             run.proc.kill()
+        elif run.term_sent is not None and not run.term_repeated:
+            # ffmpeg's first signal only asks its main loop to finish; a relay whose input is
+            # quiet (the publisher left) sits in a blocking read until the second one
+            # interrupts it. Then it still writes the end of the stream: the platform gets a
+            # clean unpublish at once instead of a silent connection and a SIGKILL.
+            run.proc.terminate()
+            run.term_repeated = True
         elif run.stalled is None and quiet_for > self._cfg.stall_timeout:
             # Nothing to flush on a stalled relay: no point asking nicely.
             run.stalled = f"stalled: no data for {quiet_for:.0f}s, killed"
             run.proc.kill()
-        if self._state is RelayState.LIVE and quiet_for > self._cfg.live_window:
+        frozen_for = now - (self._last_picture or run.started)
+        if self._state is RelayState.LIVE and frozen_for > self._cfg.live_window:
             self._set_state(RelayState.RECONNECTING)
         if self._live_since is not None and now - self._live_since >= self._cfg.healthy_reset:
             self._backoff = self._cfg.backoff_initial
 
     def _on_progress(self, progress: Progress, now: float) -> None:
-        self._reported = progress
+        previous, self._reported = self._reported, progress
         self._samples.append((now, progress.total_size, progress.frame))
         if progress.total_size > self._bytes_now:
             self._bytes_now = progress.total_size
             self._last_advance = now
-            if self._state is not RelayState.LIVE:
-                self._set_state(RelayState.LIVE)
-                self._went_live = True
-                self._failures = 0
+            # Live is what a viewer sees: bytes arriving and, in them, video frames with
+            # timestamps moving on (not audio alone, not a picture frozen on one timestamp).
+            if previous is not None and _picture_moved(previous, progress):
+                self._last_picture = now
+                if self._state is not RelayState.LIVE:
+                    self._set_state(RelayState.LIVE)
+                    self._went_live = True
+                    self._failures = 0
+                    self._last_error = None  # recovered: the old error is history (the log)
+
+
+def _picture_moved(before: Progress, after: Progress) -> bool:
+    return (
+        after.frame is not None
+        and before.frame is not None
+        and after.frame > before.frame
+        and after.out_time_us is not None
+        and before.out_time_us is not None
+        and after.out_time_us > before.out_time_us
+    )
 
 
 class Supervisor:
@@ -452,7 +527,7 @@ class Supervisor:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         healthy_reset: float = 60.0,
-        live_window: float = 10.0,
+        live_window: float = 4.0,
         stall_timeout: float = 15.0,
         failed_after: int = 5,
         on_change: OnChange | None = None,

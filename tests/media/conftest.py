@@ -95,6 +95,7 @@ def rig_nodes(
     live_server, celery_worker_process, youtube: Platform, twitch: Platform, settings, tmp_path
 ) -> Iterator[Callable[..., RigNode]]:
     """Starts ingest nodes on demand: each its own nginx-rtmp, agent process and token."""
+    settings.RIG_ENQUEUE_INLINE = False  # as in production: hooks never wait for the broker
     settings.RIG_SERVICE_INGEST = {
         **settings.RIG_SERVICE_INGEST,
         "YouTube": youtube.base_url,

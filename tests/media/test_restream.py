@@ -58,7 +58,8 @@ def test_publish_fans_out_to_both_and_ends_cleanly(
     )
     assert detail["provisionStatus"]["state"] == "stopped"
     assert detail["provisionStatus"]["reason"] == "publisher disconnected"
-    assert stopped_after < 5, f"relays outlived the stream by {stopped_after:.1f}s"
+    # Ended at once (a relay on a quiet input needs its second signal), not SIGKILLed at 3 s.
+    assert stopped_after < 2.5, f"relays outlived the stream by {stopped_after:.1f}s"
 
 
 def test_refused_publishers_and_the_live_one_keeps_going(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agents.node.agent import Agent, AgentConfig
+from agents.node.agent import Agent, AgentConfig, desired_relays, publishers_to_drop
 
 
 class FakeControlPlane:
@@ -25,9 +25,6 @@ class FakeControlPlane:
         if self.asked == 1:
             raise ValueError("a bug, not a network error")
         return []
-
-    def stream_config(self, key: str) -> list[dict[str, Any]] | None:
-        return None
 
     def report(
         self,
@@ -91,9 +88,46 @@ def test_nudge_needs_the_token_hash_and_triggers_a_reconcile(agent) -> None:
     _wait(lambda: control.asked >= 2)  # the loop survived the unexpected error and ran again
 
 
-def test_reports_keep_coming_and_say_when_nginx_is_unknown(agent) -> None:
+def test_reports_keep_coming_and_a_dead_nginx_has_no_publishers(agent) -> None:
     _, control = agent
     _wait(lambda: len(control.reports) >= 2)
-    assert control.reports[-1] == ([], None)  # no relays; nginx unreachable, so no publishers
+    # No relays; nginx does not answer, so nobody publishes here: its sessions must end.
+    assert control.reports[-1] == ([], [])
     load = control.loads[-1]  # every report is a heartbeat with the node's load
     assert load is not None and load["relays"] == 0 and load["loadAvg1"] >= 0
+
+
+# --- from desired state to relays: pure functions ------------------------------------------
+
+STREAM = {
+    "streamID": "s1",
+    "streamKey": "key1",
+    "clientId": "7",
+    "destinations": [
+        {"id": 1, "rtmpUrl": "rtmp://yt/live2/a", "isActive": True, "isMuted": True},
+        {"id": 2, "rtmpUrl": "rtmp://tw/app/b", "isActive": False},
+    ],
+}
+
+
+def test_relays_run_only_for_the_admitted_publisher() -> None:
+    specs, keys = desired_relays([STREAM], {"key1": "7"}, rtmp_port=1935)
+    assert keys == {"s1": "key1"}
+    [spec] = specs  # the inactive destination has none
+    assert spec.relay_id == "s1:1" and spec.mute and spec.session == "7"
+    assert spec.source_url == "rtmp://127.0.0.1:1935/live/key1"
+    assert desired_relays([STREAM], {}, rtmp_port=1935) == ([], {})  # no publisher yet
+    assert desired_relays([STREAM], {"key1": "8"}, rtmp_port=1935) == ([], {})  # not admitted
+
+
+def test_a_new_session_is_a_new_spec() -> None:
+    [old], _ = desired_relays([STREAM], {"key1": "7"}, rtmp_port=1935)
+    [new], _ = desired_relays([{**STREAM, "clientId": "9"}], {"key1": "9"}, rtmp_port=1935)
+    assert old.relay_id == new.relay_id and old != new  # the supervisor restarts it afresh
+
+
+def test_publishers_without_a_live_session_here_are_dropped() -> None:
+    publishers = {"key1": "7", "revoked": "3"}
+    assert publishers_to_drop([STREAM], publishers) == ["revoked"]
+    assert publishers_to_drop([STREAM], {"key1": "6"}) == ["key1"]  # a replaced session
+    assert publishers_to_drop([{**STREAM, "clientId": ""}], {"key1": "6"}) == []

@@ -1,6 +1,7 @@
 """Unit tests for agents.node.relay: command line, redaction, progress parsing, snapshots."""
 
 import json
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from agents.node.relay import (
 SOURCE = "rtmp://127.0.0.1:1935/live/streamkey123"
 
 
-def _spec(target: str = "rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl", **kw: bool) -> RelaySpec:
+def _spec(target: str = "rtmp://a.rtmp.youtube.com/live2/abcd-efgh-ijkl", **kw: Any) -> RelaySpec:
     return RelaySpec(relay_id="s1:d1", source_url=SOURCE, target_url=target, **kw)
 
 
