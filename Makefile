@@ -12,8 +12,10 @@ BROWSER_PACKAGES := chromium fonts-dejavu-core
 
 # `make up` defaults: one machine is control plane and ingest node (override any of them).
 # Exported to `make up` only: `make test` must not inherit a node token file or fixed ports.
+up: export DEBUG ?= 1
 up: export RIG_API_BIND ?= 127.0.0.1:8000
 up: export RIG_CONTROL_URL ?= http://$(RIG_API_BIND)
+up: export RIG_API_URL ?= $(RIG_CONTROL_URL)
 up: export RIG_RTMP_PORT ?= 1935
 up: export RIG_INGEST_URL ?= rtmp://127.0.0.1:$(RIG_RTMP_PORT)/live
 up: export RIG_AGENT_LISTEN ?= 127.0.0.1:8091
@@ -71,10 +73,10 @@ up: system-deps venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	DEBUG=1 $(BIN)/mypy .
 
 test: system-deps browser-deps lint
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
+	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
 bench: system-deps venv
 	$(BIN)/python -m bench.fanout

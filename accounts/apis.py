@@ -1,12 +1,13 @@
 """Accounts endpoints of the rig v1 API (plus refresh and /accounts/me)."""
 
 import re
+from typing import Any
 
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 from rest_framework.views import APIView
 
 from accounts import services
@@ -15,7 +16,7 @@ from accounts.payloads import TokenPairPayload, UserPayload
 from rig.api import ErrorCode, StrictCharField, StrictInput, ok, parse
 from rig.schema import payload
 
-USERNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+USERNAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class _Username(StrictCharField):
@@ -24,7 +25,7 @@ class _Username(StrictCharField):
 
     def to_internal_value(self, data: object) -> str:
         value = super().to_internal_value(data)
-        if not USERNAME_RE.match(value):
+        if not USERNAME_RE.fullmatch(value):
             raise serializers.ValidationError(
                 "Use letters, digits, '.', '_' or '-', starting with a letter or digit."
             )
@@ -38,6 +39,24 @@ class _Password(StrictCharField):
 
 def _user_payload(user: User) -> dict[str, str]:
     return {"userID": str(user.id), "username": user.username, "email": user.email}
+
+
+def account_ident(username: str) -> str:
+    """Who login attempts are counted against, whichever client sends them."""
+    return username.lower()[:150]
+
+
+class AccountThrottle(SimpleRateThrottle):
+    """Login attempts per account: spreading guesses over many addresses gets no more."""
+
+    scope = "login_account"
+
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        data = request.data
+        username = data.get("username") if isinstance(data, dict) else None
+        if not isinstance(username, str) or not username:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": account_ident(username)}
 
 
 class _PublicEndpoint(APIView):
@@ -63,6 +82,7 @@ class AccountCreateApi(_PublicEndpoint):
 
 class LoginApi(_PublicEndpoint):
     throttle_scope = "login"
+    throttle_classes = [ScopedRateThrottle, AccountThrottle]
 
     class InputSerializer(StrictInput):
         username = StrictCharField(max_length=150)
@@ -89,6 +109,9 @@ class RefreshApi(_PublicEndpoint):
 
 
 class PasswordChangeApi(APIView):
+    throttle_classes = [ScopedRateThrottle]  # per user: no guessing the old password
+    throttle_scope = "password"
+
     class InputSerializer(StrictInput):
         oldPassword = _Password()
         newPassword = _Password()

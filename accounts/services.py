@@ -74,10 +74,14 @@ def user_refresh(*, refresh_token: str) -> tuple[User, dict[str, str]]:
     user = User.objects.filter(id=refresh.get("sub")).first()
     if user is None or not token_is_current(user, refresh):
         raise _invalid_credentials()
-    try:
-        refresh.blacklist()  # one use per refresh token
-    except TokenError:
-        raise _invalid_credentials() from None
+    # One use per refresh token, decided by the database: of concurrent uses with the same
+    # token, only the one that creates its blacklist row wins.
+    outstanding = OutstandingToken.objects.filter(jti=refresh.get("jti")).first()
+    if outstanding is None:  # every refresh token rig issues is recorded when it is made
+        raise _invalid_credentials()
+    _, first_use = BlacklistedToken.objects.get_or_create(token=outstanding)
+    if not first_use:
+        raise _invalid_credentials()
     return user, tokens_for(user)
 
 

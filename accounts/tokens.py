@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from rest_framework_simplejwt.token_blacklist.models import OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
@@ -11,6 +12,9 @@ VERSION_CLAIM = "ver"
 
 def tokens_for(user: User) -> dict[str, str]:
     refresh = RefreshToken.for_user(user)
+    # simplejwt records the whole token; its id is all rig needs (blacklisting), and a database
+    # dump must not hold working refresh tokens.
+    OutstandingToken.objects.filter(jti=refresh["jti"]).update(token="")
     refresh[VERSION_CLAIM] = user.token_version
     access = refresh.access_token  # copies the custom claim
     return {"token": str(access), "refreshToken": str(refresh)}

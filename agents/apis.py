@@ -1,11 +1,12 @@
 """The agent API (node-token authenticated) and the nginx-rtmp hook endpoints."""
 
+import re
 import time
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
-from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.parsers import FormParser
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,6 +15,8 @@ from rest_framework.views import APIView
 from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
+from agents.node import ingest
+from agents.node.relay import RelayState
 from agents.payloads import (
     HOOK_ERRORS,
     AgentDestinationPayload,
@@ -27,10 +30,12 @@ from agents.payloads import (
 from rig.api import (
     ApiError,
     ErrorCode,
+    SafeJSONParser,
     StrictBooleanField,
     StrictCharField,
     StrictInput,
     StrictIntegerField,
+    invalid_input,
     not_found,
     ok,
     parse,
@@ -38,8 +43,6 @@ from rig.api import (
 from rig.metrics import observe_hook
 from rig.schema import payload
 from streams import services as stream_services
-
-INGEST_APP = "live"
 
 
 def _node(request: Request) -> IngestNode:
@@ -65,9 +68,7 @@ class AgentStreamsApi(_NodeEndpoint):
 
 class _RelayReport(serializers.Serializer):
     destinationId = serializers.IntegerField(min_value=1, max_value=2**62)
-    state = serializers.ChoiceField(
-        choices=["starting", "live", "reconnecting", "failed", "stopped"]
-    )
+    state = serializers.ChoiceField(choices=[state.value for state in RelayState])
     bitrateKbps = serializers.FloatField(required=False, allow_null=True, min_value=0)
     fps = serializers.FloatField(required=False, allow_null=True, min_value=0)
     bytesSent = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
@@ -114,11 +115,19 @@ class AgentStatusApi(_NodeEndpoint):
         return ok("Status recorded", {"relays": accepted})
 
 
+_CLIENT_ID = re.compile(r"[0-9]{1,20}")
+
+
 def _first(request: Request, field: str) -> str:
     """nginx-rtmp's own value of a form field. The publisher's RTMP args are appended to the
     form unescaped after nginx's fields, so `KEY?name=OTHER` adds a second, forged `name`."""
     data: Any = request.data
-    values = data.getlist(field) if hasattr(data, "getlist") else [data.get(field, "")]
+    if hasattr(data, "getlist"):
+        values = data.getlist(field)
+    elif isinstance(data, dict):
+        values = [data.get(field, "")]
+    else:  # a JSON array or scalar: not nginx's form
+        values = []
     return str(values[0]) if values else ""
 
 
@@ -129,7 +138,7 @@ class PublishHookApi(APIView):
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    parser_classes = [FormParser, JSONParser]
+    parser_classes = [FormParser, SafeJSONParser]
 
     @payload(HookResultPayload, request=HookForm, errors=HOOK_ERRORS)
     @observe_hook
@@ -138,9 +147,10 @@ class PublishHookApi(APIView):
         if node is None:
             raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
         key, client_id, app = (_first(request, field) for field in ("name", "clientid", "app"))
-        client_id = client_id[:32]  # the model's width; nginx's ids are small integers
-        if app != INGEST_APP and event != "publish_done":
+        if app != ingest.APP and event != "publish_done":
             raise not_found("Application")
+        if not _CLIENT_ID.fullmatch(client_id):  # nginx's ids are small integers
+            raise invalid_input("clientid", "Must be nginx's numeric client id.")
         started = time.perf_counter()
         if event == "publish":
             stream_services.publish_start(node=node, key=key, client_id=client_id)

@@ -47,3 +47,16 @@ class IngestNode(models.Model):
 
     def set_token(self, token: str) -> None:
         self.token_hash = token_hash(token)
+
+
+class NodeWatch(models.Model):
+    """The node watch's own record (one row): when it last ran, and since when the control plane
+    has been up to receive heartbeats. A node's silence is judged only over that time: during a
+    control-plane outage no node can report, and that is no node's fault."""
+
+    checked_at = models.DateTimeField(null=True, blank=True)
+    # None while the API does not answer (RIG_API_URL); set when it does again.
+    up_since = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"node watch: checked {self.checked_at}, control plane up since {self.up_since}"

@@ -2,6 +2,7 @@
 operators and the node watch (drain, lost nodes)."""
 
 import logging
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import IngestNode
+from agents.models import IngestNode, NodeWatch
+from agents.node.relay import redact
 from streams import services as stream_services
 from streams.models import Destination, Relay, RelayState, Stream
 from webhooks.services import destination_event, events_emit
@@ -79,15 +81,22 @@ def node_report(
             "stream_key", "id"
         )
     )
-    owned = set(
-        Destination.objects.filter(stream_id__in=served.values()).values_list("id", "stream_id")
-    )
+    destination_keys: dict[tuple[int, Any], str] = {
+        (pk, stream_id): key
+        for pk, stream_id, key in Destination.objects.filter(
+            stream_id__in=served.values()
+        ).values_list("id", "stream_id", "stream_key")
+    }
     rows = []
     for report in streams:
         stream_id = served.get(report["streamKey"])
         for relay in report["relays"]:
-            if (relay["destinationId"], stream_id) not in owned:
+            destination_key = destination_keys.get((relay["destinationId"], stream_id))
+            if destination_key is None:  # not this stream's destination (any more)
                 continue
+            # The node redacts; this again, so text it missed never stores a key that would
+            # then reach the relay API, the dashboard or a webhook.
+            secrets = (report["streamKey"], destination_key)
             rows.append(
                 Relay(
                     destination_id=relay["destinationId"],
@@ -97,11 +106,11 @@ def node_report(
                     bytes_sent=relay.get("bytesSent", 0),
                     restarts=relay.get("restarts", 0),
                     since=_since(relay.get("since")),
-                    last_error=relay.get("lastError") or "",
-                    log=relay.get("log", []),
+                    last_error=redact(relay.get("lastError") or "", secrets),
+                    log=[redact(line, secrets) for line in relay.get("log", [])],
                 )
             )
-    _relay_events(rows, stream_of=dict(owned))
+    _relay_events(rows, stream_of={pk: stream_id for pk, stream_id in destination_keys})
     Relay.objects.bulk_create(
         rows,
         update_conflicts=True,
@@ -129,13 +138,48 @@ def _node_lost_events(node: IngestNode, ended: list[Stream]) -> None:
     )
 
 
+def _api_answers() -> bool:
+    """Whether the API answers /healthz at RIG_API_URL (where the nodes reach it); True when
+    no URL is configured (then only the watch's own gaps count as outages)."""
+    if not settings.RIG_API_URL:
+        return True
+    url = settings.RIG_API_URL.rstrip("/") + "/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - operator's URL
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def control_plane_up_since(now: datetime) -> datetime | None:
+    """Since when the control plane has been able to receive heartbeats, as the node watch saw
+    it: reset when the API stops answering, and when the watch itself did not run for three
+    periods (the workers, or the whole control plane, were down). None: down now."""
+    answers = _api_answers()
+    period = timedelta(seconds=3 * settings.RIG_NODE_CHECK_S)
+    with transaction.atomic():
+        watch, _ = NodeWatch.objects.select_for_update().get_or_create(pk=1)
+        if not answers:
+            watch.up_since = None
+        elif watch.up_since is None or watch.checked_at is None or now - watch.checked_at > period:
+            watch.up_since = now
+        watch.checked_at = now
+        watch.save()
+    return watch.up_since
+
+
 def nodes_mark_lost() -> list[str]:
     """Nodes whose heartbeats stopped for RIG_NODE_STALE_S are lost: their sessions end and their
     publishers may reconnect elsewhere. When the node reports again it takes back the sessions
     nothing replaced, and stops the rest (streams.services.publishers_seen, /agents/streams).
+    Silence is counted only over time the control plane was up to hear the node: after an
+    outage every node gets the full RIG_NODE_STALE_S to report again.
     Safe to run twice or in two workers at once."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.RIG_NODE_STALE_S)
+    up_since = control_plane_up_since(now)
+    if up_since is None or up_since > cutoff:
+        return []
     stale = IngestNode.objects.filter(lost_at__isnull=True, last_seen_at__lt=cutoff)
     lost = []
     for pk in stale.values_list("pk", flat=True):

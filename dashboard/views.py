@@ -23,7 +23,7 @@ from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
 from accounts import services as accounts
-from accounts.apis import AccountCreateApi, LoginApi, PasswordChangeApi
+from accounts.apis import AccountCreateApi, LoginApi, PasswordChangeApi, account_ident
 from accounts.models import User
 from agents import selectors as nodes
 from agents import services as node_services
@@ -42,13 +42,15 @@ from webhooks.models import EVENTS
 View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 # What a person sees of a relay: "pending" is a relay about to start; a finished one is offline.
-SHOWN_STATE = {
+SHOWN_STATE: dict[str, str] = {
     RelayState.PENDING: "starting",
     RelayState.STARTING: "starting",
     RelayState.LIVE: "live",
     RelayState.RECONNECTING: "reconnecting",
     RelayState.FAILED: "failed",
     RelayState.STOPPED: "offline",
+    # The node went quiet: its agent (and with it every relay) most likely died.
+    "unknown": "offline",
 }
 
 # Pages load their scripts and styles from rig only, and may not be framed.
@@ -139,19 +141,21 @@ def _done(request: HttpRequest, error: ApiError | None, success: str, back: str)
 
 
 class _PageThrottle(SimpleRateThrottle):
-    """The API's rate for the same scope, counted in the same bucket as the API's anonymous
-    calls: signing in through the page is no way around the API's limit."""
+    """The API's rate for the same scope, counted in the same bucket as the API's calls (by
+    client address, or by ``ident`` when given): a page is no way around the API's limit."""
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, ident: str | None) -> None:
         self.scope = scope
+        self.ident = ident
         super().__init__()
 
-    def get_cache_key(self, request: Any, view: Any) -> str:
-        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+    def get_cache_key(self, request: Any, view: Any) -> str | None:
+        ident = self.get_ident(request) if self.ident is None else self.ident
+        return self.cache_format % {"scope": self.scope, "ident": ident} if ident else None
 
 
-def _throttled(request: HttpRequest, scope: str) -> ApiError | None:
-    throttle = _PageThrottle(scope)
+def _throttled(request: HttpRequest, scope: str, ident: str | None = None) -> ApiError | None:
+    throttle = _PageThrottle(scope, ident)
     if throttle.allow_request(Request(request), APIView()):
         return None
     wait = int(throttle.wait() or 0) + 1
@@ -193,9 +197,13 @@ def login_page(request: HttpRequest) -> HttpResponse:
     error = None
     if request.method == "POST":
         signed_in: list[User] = []
-        error = _throttled(request, "login") or attempt(
-            lambda: signed_in.append(
-                accounts.user_authenticate(**validate(LoginApi.InputSerializer, form))
+        error = (
+            _throttled(request, "login")
+            or _throttled(request, "login_account", account_ident(form.get("username", "")))
+            or attempt(
+                lambda: signed_in.append(
+                    accounts.user_authenticate(**validate(LoginApi.InputSerializer, form))
+                )
             )
         )
         if error is None:
@@ -280,15 +288,16 @@ def _relays(stream: Stream) -> list[dict[str, Any]]:
     """Each destination as its card shows it: the relay API's item, its display state and the
     server it goes to (never its key)."""
     rows = []
+    reporting = selectors.node_reporting(stream)
     for destination in stream.destinations.all():
-        relay = selectors.relay_payload(destination)
+        relay = selectors.relay_payload(destination, reporting=reporting)
         live = stream.is_streaming and relay["isActive"]
         if not live:  # figures of a relay that is not running are history, not news
             relay.update(bitrateKbps=None, fps=None, since=None, lastError=None)
         rows.append(
             {
                 **relay,
-                "shown": SHOWN_STATE[RelayState(relay["state"])] if live else "offline",
+                "shown": SHOWN_STATE[relay["state"]] if live else "offline",
                 "since": _since(relay["since"]),
                 "server": ingest_base(destination.service, destination.server_url),
             }

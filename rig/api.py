@@ -10,7 +10,9 @@ from typing import Any
 
 from django.urls import URLPattern, re_path
 from rest_framework import serializers
+from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -71,6 +73,39 @@ def ok(message: str, payload: Any = None) -> Response:
 def route(pattern: str, view: Any, name: str) -> URLPattern:
     """A route that matches with or without a trailing slash, so nothing is ever redirected."""
     return re_path(rf"^{pattern}/?$", view, name=name)
+
+
+class SafeJSONParser(JSONParser):
+    """JSON bodies, refusing what would break later instead of being answered: nesting too deep
+    for the parser (a RecursionError is no parse error to DRF), and lone surrogates anywhere,
+    keys included (they cannot be stored, nor echoed back in an error as UTF-8)."""
+
+    def parse(self, stream: Any, media_type: Any = None, parser_context: Any = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON nested too deeply.") from None
+        if _has_lone_surrogate(data):
+            raise ParseError("JSON text with a lone surrogate (invalid Unicode).")
+        return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    pending = [data]
+    while pending:  # iterative: the document may be as deep as the parser allowed
+        item = pending.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class JSONOnlyNegotiation(BaseContentNegotiation):

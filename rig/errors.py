@@ -106,6 +106,12 @@ def json_error(error: ApiError) -> JsonResponse:
     return JsonResponse(_body(error), status=error.status)
 
 
+def handler400(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django's own refusals (a Host not in ALLOWED_HOSTS, a malformed request): the envelope,
+    not Django's HTML page."""
+    return json_error(ApiError(ErrorCode.INVALID_INPUT, "Bad request", 400))
+
+
 def handler404(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return json_error(ApiError(ErrorCode.NOT_FOUND, "Not found", 404))
 

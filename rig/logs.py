@@ -105,7 +105,9 @@ class RequestLogMiddleware:
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
             client = _client_id(request)
-            path = redact(request.path)  # never the query string or the body
+            # Never the query string or the body; control characters escaped, so a path with
+            # %0a cannot forge a second line in a plain-text log.
+            path = redact(request.path).encode("unicode_escape").decode("ascii")
             access_logger.info(
                 "%s %s %s %.2fms%s",
                 request.method,

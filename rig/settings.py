@@ -16,10 +16,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = Path(env_str("RIG_RUN_DIR", str(BASE_DIR / ".run")))
 
 _DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - refused when DEBUG=0
-DEBUG = env_bool("DEBUG", True)
+# Production unless told otherwise: a forgotten variable must never mean the development key,
+# every host, or private destinations. `make up` and `make test` set DEBUG=1 themselves.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0 (refusing the development key)")
+if not DEBUG and (
+    SECRET_KEY == _DEV_SECRET_KEY or len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5
+):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set when DEBUG=0: at least 50 characters, not the development key "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 
@@ -54,6 +61,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 ROOT_URLCONF = "rig.urls"
@@ -117,6 +125,21 @@ LOGIN_REDIRECT_URL = "/app/"
 CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
 SESSION_COOKIE_AGE = env_int("RIG_SESSION_DAYS", 14) * 24 * 3600
 
+# HTTPS in production (behind a TLS proxy: RIG_TRUSTED_PROXIES > 0 trusts its
+# X-Forwarded-Proto). nginx-rtmp's hooks and the agents' calls stay plain HTTP on the node's
+# network (nginx-rtmp cannot do TLS), so their paths are never redirected: a redirected hook
+# is a refused publish.
+SECURE_SSL_REDIRECT = env_bool("RIG_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^agents/", r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+SECURE_HSTS_SECONDS = env_int("RIG_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
+# The control plane's own host and its subdomains (never the parent domain).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RIG_HSTS_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("RIG_HSTS_PRELOAD", True)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+if env_int("RIG_TRUSTED_PROXIES", 0) > 0:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+X_FRAME_OPTIONS = "DENY"
+
 # CORS for API clients served from other origins (a dashboard elsewhere): the listed origins
 # may call the API with a bearer token. Empty: none. Pages under /app/ and /admin/ never.
 CORS_ALLOWED_ORIGINS = env_list("RIG_CORS_ORIGINS", [])
@@ -134,7 +157,12 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.UserJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["rig.api.SafeJSONParser"],
+    # Answers are ASCII JSON (\uXXXX escapes): an echoed lone surrogate cannot break them.
+    "UNICODE_JSON": False,
+    # Clients are told apart by REMOTE_ADDR, or by the X-Forwarded-For entry the last
+    # RIG_TRUSTED_PROXIES proxies added: a forged header is no new identity for the throttles.
+    "NUM_PROXIES": env_int("RIG_TRUSTED_PROXIES", 0),
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "rig.api.JSONOnlyNegotiation",
     "DEFAULT_METADATA_CLASS": None,
     "EXCEPTION_HANDLER": "rig.errors.exception_handler",
@@ -142,6 +170,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_RATES": {
         "login": env_str("RIG_THROTTLE_LOGIN", "10/min"),
+        "login_account": env_str("RIG_THROTTLE_LOGIN_ACCOUNT", "30/hour"),
+        "password": env_str("RIG_THROTTLE_PASSWORD", "10/min"),
         "signup": env_str("RIG_THROTTLE_SIGNUP", "5/min"),
         "webhook_test": env_str("RIG_THROTTLE_WEBHOOK_TEST", "10/min"),
     },
@@ -205,6 +235,10 @@ RIG_ENQUEUE_INLINE = env_bool("RIG_ENQUEUE_INLINE", False)
 # sessions end), checked every RIG_NODE_CHECK_S by `celery beat`.
 RIG_NODE_STALE_S = env_int("RIG_NODE_STALE_S", 10)
 RIG_NODE_CHECK_S = env_int("RIG_NODE_CHECK_S", 5)
+# Where the nodes reach the API: the node watch declares nobody lost while it does not answer.
+RIG_API_URL = env_str("RIG_API_URL", "")
+# A live stream's relay states are shown as `unknown` once its node is silent this long.
+RIG_RELAY_REPORT_FRESH_S = env_int("RIG_RELAY_REPORT_FRESH_S", 5)
 CELERY_BEAT_SCHEDULE = {
     "nodes-check": {
         "task": "agents.tasks.nodes_check",
@@ -219,6 +253,11 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Fernet keys for secrets at rest (rig.crypto), newest first; empty: one derived from SECRET_KEY.
+RIG_ENCRYPTION_KEYS = [
+    k.strip() for k in env_str("RIG_ENCRYPTION_KEYS", "").split(",") if k.strip()
+]
+
 # Where OBS connects when no ingest node has been chosen yet (a node's own URL wins).
 RIG_INGEST_URL = env_str("RIG_INGEST_URL", "rtmp://127.0.0.1:1935/live")
 
@@ -231,6 +270,8 @@ RIG_SERVICE_INGEST = {
 # Custom destinations and webhook URLs pointing at loopback/private/link-local hosts (SSRF
 # guard, rig/ssrf.py); dev allows.
 RIG_ALLOW_PRIVATE_DESTINATIONS = env_bool("RIG_ALLOW_PRIVATE_DESTINATIONS", DEBUG)
+# How long checking a user's URL may wait for DNS.
+RIG_DNS_TIMEOUT_S = float(env_int("RIG_DNS_TIMEOUT_MS", 2000)) / 1000
 RIG_MAX_DESTINATIONS_PER_STREAM = env_int("RIG_MAX_DESTINATIONS_PER_STREAM", 20)
 RIG_MAX_STREAMS_PER_USER = env_int("RIG_MAX_STREAMS_PER_USER", 50)
 # Webhooks: endpoints per user, deliveries kept per endpoint, and how a delivery is attempted

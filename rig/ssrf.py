@@ -2,6 +2,7 @@
 destinations, webhook endpoints): loopback, private, link-local and multicast hosts are refused
 unless RIG_ALLOW_PRIVATE_DESTINATIONS is set (dev and tests, where everything is on loopback)."""
 
+import concurrent.futures
 import ipaddress
 import socket
 from typing import Any
@@ -13,9 +14,42 @@ _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
 PRIVATE_HOST = "Loopback, private and link-local hosts are not allowed."
 
 
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and local
+# use) and the deprecated IPv4-compatible form. 6to4 and Teredo have accessors of their own.
+_EMBEDDING_V4 = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")]
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+    if ip.teredo:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _EMBEDDING_V4):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def is_public(address: str) -> bool:
+    """A global unicast address, and so is any IPv4 address an IPv6 one carries (a NAT64 or
+    6to4 form of 127.0.0.1 reaches loopback all the same)."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    return ip.is_global and not ip.is_multicast
+    if not ip.is_global or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        return all(is_public(str(v4)) for v4 in _embedded_ipv4(ip))
+    return True
+
+
+def _resolve(host: str, port: int) -> set[str]:
+    """The addresses a name resolves to, waiting at most RIG_DNS_TIMEOUT_MS: a slow resolver
+    must not hold up a request (the lookup itself goes on in its thread)."""
+    future = _resolver.submit(socket.getaddrinfo, host, port)
+    try:
+        return {str(info[4][0]) for info in future.result(timeout=settings.RIG_DNS_TIMEOUT_S)}
+    except concurrent.futures.TimeoutError:
+        raise OSError("name lookup timed out") from None
+
+
+_resolver = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="rig-dns")
 
 
 def host_error(host: str, port: int) -> str | None:
@@ -27,10 +61,10 @@ def host_error(host: str, port: int) -> str | None:
     if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
         return PRIVATE_HOST
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, port)}
+        addresses = _resolve(host, port)
     except (OSError, UnicodeError):
         return "The host does not resolve."
-    if not all(is_public(str(address)) for address in addresses):
+    if not all(is_public(address) for address in addresses):
         return PRIVATE_HOST
     return None
 

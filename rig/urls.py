@@ -38,5 +38,6 @@ urlpatterns = [
     re_path(r"^.*$", UnknownRouteApi.as_view(), name="unknown-route"),
 ]
 
+handler400 = "rig.errors.handler400"
 handler404 = "rig.errors.handler404"
 handler500 = "rig.errors.handler500"

@@ -9,7 +9,7 @@ from rig.ssrf import url_error
 from streams.models import Destination, Service
 
 # Destination keys end up in a URL and an ffmpeg argument: no separators, spaces or controls.
-DESTINATION_KEY_RE = re.compile(r"^[^\s/?#\x00-\x1f\x7f]{1,256}$")
+DESTINATION_KEY_RE = re.compile(r"[^\s/?#\x00-\x1f\x7f]{1,256}")
 
 
 def ingest_base(service: str, server_url: str = "") -> str:
@@ -35,7 +35,7 @@ def destination_fields(destination: Destination) -> dict[str, Any]:
 
 
 def key_error(stream_key: str) -> str | None:
-    if not DESTINATION_KEY_RE.match(stream_key):
+    if not DESTINATION_KEY_RE.fullmatch(stream_key):  # match() and $ let a final newline in
         return "Must be 1-256 characters without whitespace, '/', '?', '#' or control characters."
     return None
 

@@ -5,6 +5,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from rig.crypto import EncryptedTextField
+
 
 class Service(models.TextChoices):
     YOUTUBE = "YouTube"
@@ -43,7 +45,7 @@ class Stream(models.Model):
 class Destination(models.Model):
     stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="destinations")
     service = models.CharField(max_length=16, choices=Service.choices)
-    stream_key = models.CharField(max_length=256)
+    stream_key = EncryptedTextField()  # the platform's key: encrypted at rest (rig.crypto)
     server_url = models.CharField(max_length=512, blank=True)  # Custom only
     is_active = models.BooleanField(default=True)
     is_muted = models.BooleanField(default=False)

@@ -4,7 +4,16 @@ from rest_framework import serializers
 
 from streams.models import Service
 
-RELAY_STATES = ["pending", "starting", "live", "reconnecting", "failed", "stopped", "disabled"]
+RELAY_STATES = [
+    "pending",
+    "starting",
+    "live",
+    "reconnecting",
+    "failed",
+    "stopped",
+    "disabled",
+    "unknown",  # the serving node has not reported for RIG_RELAY_REPORT_FRESH_S
+]
 PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
 
 

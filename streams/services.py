@@ -153,8 +153,10 @@ def _validate_server_url(service: str, server_url: str) -> None:
 def destination_add(
     *, stream: Stream, service: str, stream_key: str, server_url: str = ""
 ) -> Destination:
-    stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    # Checked before any lock: a Custom URL's check waits on DNS, and a publish on the same
+    # stream (or node) must never wait on another tenant's slow resolver.
     _validate_destination(service=service, stream_key=stream_key, server_url=server_url)
+    stream = Stream.objects.select_for_update().get(pk=stream.pk)
     if stream.destinations.count() >= settings.RIG_MAX_DESTINATIONS_PER_STREAM:
         raise ApiError(
             ErrorCode.LIMIT_REACHED,

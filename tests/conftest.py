@@ -81,6 +81,21 @@ def node_client(node_and_token: tuple[IngestNode, str]) -> APIClient:
 
 
 @pytest.fixture
+def watch_up(db: None) -> None:
+    """The node watch has been running, with the API up, for an hour: it may judge silence."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.models import NodeWatch
+
+    now = timezone.now()
+    NodeWatch.objects.update_or_create(
+        pk=1, defaults={"checked_at": now, "up_since": now - timedelta(hours=1)}
+    )
+
+
+@pytest.fixture
 def alice_stream(alice: User) -> Stream:
     return StreamFactory.create(owner=alice)
 

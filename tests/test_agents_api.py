@@ -407,8 +407,8 @@ def test_reported_publishers_keep_sessions_and_vanished_ones_end(
     """The agent lists what nginx receives; a session missing from it past the grace ends."""
     _, token = node_and_token
     present, vanished, fresh = (StreamFactory.create(owner=alice) for _ in range(3))
-    for stream in (present, vanished, fresh):
-        form_hook(token, "publish", stream.stream_key, clientid=str(stream.pk)[:8])
+    for n, stream in enumerate((present, vanished, fresh)):
+        form_hook(token, "publish", stream.stream_key, clientid=str(n + 1))
     old = timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
     Stream.objects.filter(pk__in=[present.pk, vanished.pk]).update(publisher_seen_at=old)
     body = {"streams": [], "publishers": [present.stream_key]}

@@ -2,6 +2,7 @@
 the live status refresh and what it costs. The browser tests drive the same pages in chromium."""
 
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -254,7 +255,7 @@ def test_a_form_without_the_csrf_token_is_refused(alice: User, alice_stream: Str
 
 
 def _live_stream(owner: User, destinations: int) -> Stream:
-    node, _ = node_create(f"n{destinations}")
+    node, _ = node_create(f"n{destinations}", last_seen_at=timezone.now())
     stream = StreamFactory.create(owner=owner, is_streaming=True, node=node)
     for _ in range(destinations):
         destination = DestinationFactory.create(stream=stream)
@@ -291,6 +292,10 @@ def test_shown_states_use_a_persons_words(alice_page: Client, alice: User) -> No
         html = alice_page.get(f"/app/streams/{stream.id}/live").content.decode()
         assert f'data-testid="state">{shown}<' in html
         assert "Connection refused" in html
+    Relay.objects.filter(pk=relay.pk).update(state=RelayState.LIVE)
+    IngestNode.objects.update(last_seen_at=timezone.now() - timedelta(seconds=6))
+    html = alice_page.get(f"/app/streams/{stream.id}/live").content.decode()
+    assert 'data-testid="state">offline<' in html  # its node went quiet: no longer "live"
     Stream.objects.filter(pk=stream.pk).update(is_streaming=False)
     html = alice_page.get(f"/app/streams/{stream.id}/live").content.decode()
     assert 'data-testid="state">offline<' in html

@@ -9,11 +9,12 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from agents.models import IngestNode
+from agents.models import IngestNode, NodeWatch
 from agents.tasks import nodes_check
 from streams.models import Stream
 from tests.conftest import assert_error, assert_ok, client_for
 from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
+from tests.media.harness import free_port
 from tests.test_agents_api import form_hook, relay_report
 
 pytestmark = pytest.mark.django_db
@@ -156,6 +157,11 @@ def test_node_at_capacity_refuses_with_a_clear_error(node_and_token, alice: User
 
 
 # --- the node watch ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _watch_running(watch_up: None) -> None:
+    """These tests judge silence as a watch that has long been running would."""
 
 
 def test_silent_node_is_lost_and_its_sessions_end(
@@ -361,3 +367,34 @@ def test_ingest_servers_queries_do_not_grow_with_nodes(
         node_create(f"n{n}", last_seen_at=timezone.now())
     with django_assert_num_queries(4):  # auth user, nodes, streams per node, relays per node
         assert len(assert_ok(alice_client.get("/ingests"), "Ingest servers")) == 5
+
+
+def test_a_control_plane_outage_declares_no_node_lost(
+    node_and_token, settings, live_server
+) -> None:
+    """While the API does not answer where the nodes reach it, no node can report: silence then
+    is no node's fault, and none is declared lost (no sessions ended, no webhooks)."""
+    node, token = node_and_token
+    heartbeat(token)
+    _age(node, 60)
+    settings.RIG_API_URL = f"http://127.0.0.1:{free_port()}"  # nothing answers there
+    assert nodes_check() == []
+    settings.RIG_API_URL = live_server.url
+    assert nodes_check() == []  # back: every node gets the full window to report again
+    watch = NodeWatch.objects.get()
+    assert watch.up_since is not None and watch.checked_at == watch.up_since
+    NodeWatch.objects.update(
+        up_since=timezone.now() - timedelta(seconds=settings.RIG_NODE_STALE_S + 1)
+    )
+    assert nodes_check() == [node.name]  # still silent a whole window after: lost
+
+
+def test_a_watch_that_did_not_run_gives_nodes_their_grace(node_and_token, settings) -> None:
+    """The workers (or the whole control plane) were down: the watch starts counting anew."""
+    node, token = node_and_token
+    heartbeat(token)
+    _age(node, 600)
+    NodeWatch.objects.update(checked_at=timezone.now() - timedelta(minutes=10))
+    assert nodes_check() == []
+    node.refresh_from_db()
+    assert node.lost_at is None

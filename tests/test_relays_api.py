@@ -1,8 +1,10 @@
 """The relay control API: each destination's relay, its log, restart, mute and unmute."""
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from agents.models import IngestNode
@@ -62,8 +64,8 @@ def test_list_queries_do_not_grow_with_destinations(
 ) -> None:
     for n in range(5):
         Destination.objects.create(stream=live["stream"], service="Twitch", stream_key=f"k{n}")
-    # auth user, the stream, its destinations with their relays
-    with django_assert_num_queries(3):
+    # auth user, the stream, its node (are its reports fresh?), its destinations with relays
+    with django_assert_num_queries(4):
         alice_client.get(f"/streams/{live['stream'].id}/relays")
 
 
@@ -195,3 +197,19 @@ def test_wrong_methods_are_405(alice_client: APIClient, live: dict) -> None:
     assert_error(alice_client.get(_url(live["stream"], live["yt"], "restart")), 405, 1001)
     assert_error(alice_client.delete(_url(live["stream"], live["yt"])), 405, 1001)
     assert_error(alice_client.post(f"/streams/{live['stream'].id}/relays"), 405, 1001)
+
+
+def test_relays_of_a_silent_node_are_unknown_not_live(
+    alice_client: APIClient, live: dict, settings
+) -> None:
+    """A node that stopped reporting (a dead agent) no longer vouches for its relays."""
+    stream = live["stream"]
+    stream.refresh_from_db()  # now served by node1
+    relays = assert_ok(alice_client.get(f"/streams/{stream.id}/relays"), "Stream relays")
+    assert {r["state"] for r in relays if r["isActive"]} == {"live", "failed"}  # as reported
+    quiet = timezone.now() - timedelta(seconds=settings.RIG_RELAY_REPORT_FRESH_S + 1)
+    IngestNode.objects.filter(pk=stream.node_id).update(last_seen_at=quiet)
+    relays = assert_ok(alice_client.get(f"/streams/{stream.id}/relays"), "Stream relays")
+    assert {r["state"] for r in relays if r["isActive"]} == {"unknown"}
+    detail = assert_ok(alice_client.get(f"/streams/{stream.id}"), "Stream detail")
+    assert detail["provisionStatus"]["state"] == "degraded"

@@ -1,4 +1,5 @@
-"""Settings: refuse production with the development secret; typed environment readers."""
+"""Settings: production unless told otherwise, and then safe or refusing to start; typed
+environment readers."""
 
 import os
 import subprocess
@@ -12,10 +13,13 @@ from rig.env import database_from_url, env_bool, env_int, env_list, env_str
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
+GOOD_KEY = "a-real-production-secret-" + "0123456789abcdef" * 2
+
+
+def _check(env: dict[str, str], *command: str) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        list(command) or [sys.executable, "-c", "import django; django.setup()"],
         env={**clean, "DJANGO_SETTINGS_MODULE": "rig.settings", **env},
         cwd=ROOT,
         capture_output=True,
@@ -24,19 +28,43 @@ def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def test_debug_off_with_default_secret_refuses_to_start() -> None:
-    result = _check({"DEBUG": "0"})
+def test_a_forgotten_debug_means_production_and_the_dev_key_is_refused() -> None:
+    result = _check({})  # neither DEBUG nor SECRET_KEY given
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
 
 
-def test_debug_off_with_real_secret_starts() -> None:
-    assert _check({"DEBUG": "0", "SECRET_KEY": "x" * 50}).returncode == 0
+@pytest.mark.parametrize("key", ["short-key", "x" * 60])
+def test_a_weak_secret_is_refused(key: str) -> None:
+    result = _check({"SECRET_KEY": key})
+    assert result.returncode != 0 and "at least 50 characters" in result.stderr
+
+
+def test_production_with_a_real_secret_starts() -> None:
+    assert _check({"DEBUG": "0", "SECRET_KEY": GOOD_KEY}).returncode == 0
+
+
+def test_production_settings_pass_the_deploy_check() -> None:
+    env = {"SECRET_KEY": GOOD_KEY, "ALLOWED_HOSTS": "rig.example.com"}
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    result = _check(env, *command)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+def test_production_refuses_private_destinations_and_foreign_hosts() -> None:
+    code = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.DEBUG, s.RIG_ALLOW_PRIVATE_DESTINATIONS, s.ALLOWED_HOSTS, "
+        "s.SESSION_COOKIE_SECURE, s.SECURE_SSL_REDIRECT)"
+    )
+    result = _check({"SECRET_KEY": GOOD_KEY}, sys.executable, "-c", code)
+    assert result.stdout.split() == ["False", "False", "[]", "True", "True"]
 
 
 def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "key"
-    secret.write_text("from-a-file-" + "y" * 40 + "\n")
+    secret.write_text(GOOD_KEY + "\n")
     assert _check({"DEBUG": "0", "SECRET_KEY_FILE": str(secret)}).returncode == 0
 
 

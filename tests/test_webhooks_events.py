@@ -211,7 +211,7 @@ def test_report_costs_one_query_more_when_nothing_changes(
 
 
 def test_lost_node_tells_each_owner_once_which_streams_it_took_down(
-    node_and_token, alice, bob, settings, enqueued
+    node_and_token, alice, bob, settings, enqueued, watch_up
 ) -> None:
     from datetime import timedelta
 

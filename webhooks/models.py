@@ -6,6 +6,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from rig.crypto import EncryptedTextField
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 # Events a user may subscribe to; `ping` is sent only by the test endpoint, to one webhook.
@@ -21,8 +23,8 @@ PING = "ping"
 
 
 def new_secret() -> str:
-    """256 bits from the OS CSPRNG. Stored as is: it is the HMAC key every delivery is signed
-    with, so it cannot be hashed like a token."""
+    """256 bits from the OS CSPRNG. It is the HMAC key every delivery is signed with, so it
+    cannot be hashed like a token: it is stored encrypted instead."""
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
@@ -32,7 +34,7 @@ class WebhookEndpoint(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhooks"
     )
     url = models.CharField(max_length=2000)
-    secret = models.CharField(max_length=64, default=new_secret)
+    secret = EncryptedTextField(default=new_secret)  # encrypted at rest (rig.crypto)
     events = models.JSONField(default=list, blank=True)  # empty: every event
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -67,22 +67,30 @@ class AgentConfig:
 
 
 def desired_relays(
-    streams: list[dict[str, Any]], publishers: dict[str, str], *, rtmp_port: int
+    streams: list[dict[str, Any]],
+    publishers: dict[str, str],
+    *,
+    seen: set[tuple[str, str]],
+    rtmp_port: int,
 ) -> tuple[list[RelaySpec], dict[str, str]]:
     """The relays this node should run, and {stream id: key} of the streams they serve.
 
-    A relay is bound to the publish session it serves: it runs only while nginx's publisher
-    of the key is the one the control plane admitted (``clientId``), and the session is part
-    of its spec, so a new session (a publisher that dropped and came back) restarts it at
-    the new session's first keyframe instead of forwarding the new timestamps into the old
-    connection (the platform would see a frozen picture)."""
+    A relay is bound to the publish session it serves (``clientId``, nginx's id of the
+    admitted publisher), which is part of its spec: a new session restarts it, at the new
+    session's first keyframe, instead of letting it forward the new timestamps into the old
+    connection (the platform would see a frozen picture). It runs while that publisher is
+    nginx's publisher of the key, and before nginx lists it (``seen`` holds the sessions it
+    has listed), so it is connected and waiting when the first keyframe comes; never once
+    the publisher has gone, or while another one publishes the key."""
     specs: list[RelaySpec] = []
     keys: dict[str, str] = {}
     for stream in streams:
-        key = stream["streamKey"]
-        session = publishers.get(key)
-        if session is None or session != str(stream.get("clientId", session)):
-            continue  # no publisher here yet, or not the admitted one: nothing to relay
+        key, session = stream["streamKey"], str(stream.get("clientId", ""))
+        current = publishers.get(key)
+        if current is None and (key, session) in seen:
+            continue  # its publisher has gone: the session is over, whatever the hooks say
+        if current is not None and session not in ("", current):
+            continue  # another publisher: not the session the control plane admitted
         keys[stream["streamID"]] = key
         specs.extend(
             RelaySpec(
@@ -122,6 +130,7 @@ class Agent:
         )
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
+        self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
         self._wake = threading.Event()
         self._report_now = threading.Event()
         self._stopping = threading.Event()
@@ -144,7 +153,11 @@ class Agent:
             # then ask again, so a node coming back does not drop streams it may keep.
             self._report(sorted(publishers))
             streams = self.control.live_streams()
-        specs, self._keys = desired_relays(streams, publishers, rtmp_port=self.config.rtmp_port)
+        live = {(stream["streamKey"], str(stream.get("clientId", ""))) for stream in streams}
+        self._seen = (self._seen & live) | set(publishers.items())
+        specs, self._keys = desired_relays(
+            streams, publishers, seen=self._seen, rtmp_port=self.config.rtmp_port
+        )
         self._served = publishers
         self.supervisor.reconcile(specs)
         for name in publishers_to_drop(streams, publishers):

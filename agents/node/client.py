@@ -42,15 +42,6 @@ class ControlPlane:
             raise ControlPlaneError(f"GET /agents/streams: HTTP {status}")
         return payload
 
-    def stream_config(self, key: str) -> list[dict[str, Any]] | None:
-        """The destinations of a stream, or None when the key is unknown (rotated, deleted)."""
-        status, payload = self._call("GET", f"/agents/config/{key}")
-        if status == 404:
-            return None
-        if status != 200 or not isinstance(payload, list):
-            raise ControlPlaneError(f"GET /agents/config: HTTP {status}")
-        return payload
-
     def report(
         self,
         streams: list[dict[str, Any]],

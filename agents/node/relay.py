@@ -27,7 +27,6 @@ __all__ = [
     "RelaySpec",
     "RelayState",
     "build_relay_command",
-    "parse_progress_block",
     "redact",
     "relay_secrets",
 ]
@@ -65,7 +64,7 @@ def build_relay_command(
     """The argv of the relay process for ``spec``.
 
     Checked against ffmpeg 5.1 for rtmp:// and rtmps:// targets. Progress goes to stdout
-    (``-progress pipe:1``, one block a second); warnings and errors go to stderr, each line
+    (``-progress pipe:1``, a block every half second); warnings and errors go to stderr, each line
     tagged ``[warning]``/``[error]`` so the supervisor can pick the meaningful one.
     """
     rw_timeout = str(int(rw_timeout_s * 1_000_000))
@@ -101,20 +100,22 @@ def build_relay_command(
         "-progress",
         "pipe:1",
         "-stats_period",
-        "1",
+        "0.5",
         spec.target_url,
     ]
 
 
 def relay_secrets(spec: RelaySpec) -> tuple[str, ...]:
-    """The parts of the target URL that must never be shown: key, query, credentials.
+    """The parts of the relay's URLs that must never be shown: the rig stream key in the source,
+    and the target's key, query and credentials.
 
     The stream key is the last path segment (``rtmp://host/app/KEY``). Hiding the parts rather
     than the whole URL keeps logs useful (``rtmp://host/app/***``) while the full URL, which
     contains the key, can no longer appear either.
     """
     parts = urllib.parse.urlsplit(spec.target_url)
-    found: list[str] = []
+    # The rig stream key, in the source URL: ffmpeg's input errors quote it.
+    found: list[str] = [spec.source_url.rsplit("/", 1)[-1]]
     key = parts.path.rsplit("/", 1)[-1]
     found += [key, urllib.parse.unquote(key)]
     if parts.query:
@@ -194,15 +195,6 @@ class ProgressParser:
             frame=_int(fields.get("frame", "")),
             ended=value == "end",
         )
-
-
-def parse_progress_block(lines: Iterable[str]) -> Progress | None:
-    """The last complete block in ``lines``, or ``None`` if no block was finished."""
-    parser = ProgressParser()
-    last: Progress | None = None
-    for line in lines:
-        last = parser.feed(line) or last
-    return last
 
 
 class RelayState(StrEnum):

@@ -104,7 +104,9 @@ def rig_nodes(
     control_url = live_server.url.replace("localhost", "127.0.0.1")
     started: list[RigNode] = []
 
-    def start(name: str = "e2e", **fields: Any) -> RigNode:
+    def start(name: str = "e2e", agent_control_url: str | None = None, **fields: Any) -> RigNode:
+        """``agent_control_url``: where the agent reaches the control plane, if not directly
+        (a proxy that a test cuts); nginx's hooks always go straight to it."""
         root = tmp_path / name
         root.mkdir()
         agent_port = free_port()
@@ -125,7 +127,7 @@ def rig_nodes(
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("RIG_")}
         env = {
             **inherited,
-            "RIG_CONTROL_URL": control_url,
+            "RIG_CONTROL_URL": agent_control_url or control_url,
             "RIG_NODE_TOKEN": token,
             "RIG_RTMP_PORT": str(cfg.rtmp_port),
             "RIG_NGINX_HTTP_PORT": str(cfg.http_port),

@@ -1,10 +1,13 @@
 """Real processes for the media tests: stand-in platforms, publishers, viewers, process lookup."""
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
@@ -183,6 +186,31 @@ def viewer_frames(url: str, out: Path, seconds: float = 4.5) -> dict[str, int]:
     return frames
 
 
+def video_timestamps(url: str, out: Path, seconds: float = 4.5) -> list[float]:
+    """The timestamps of the video a viewer at the destination receives in a few seconds: a
+    picture that moves has many distinct, advancing ones; a frozen one repeats the same."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-rw_timeout",
+         "8000000", "-i", url, "-t", str(seconds), "-map", "0:v", "-c", "copy", "-f", "flv",
+         str(out)],
+        timeout=30, check=False, capture_output=True,
+    )  # fmt: skip
+    if not out.exists():
+        return []
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "packet=dts_time",
+         "-of", "csv=p=0", str(out)],
+        timeout=30, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    return [float(line) for line in probe.stdout.split() if line.replace(".", "", 1).isdigit()]
+
+
+def picture_moves(url: str, out: Path) -> bool:
+    """A viewer sees live video: 2 s or more of distinct, advancing video timestamps."""
+    stamps = video_timestamps(url, out)
+    return len(set(stamps)) > 45 and max(stamps) - min(stamps) >= 2.0
+
+
 def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
     """ffmpeg processes whose command line contains every fragment (URL parts, ports)."""
     wanted = (fragment, *more)
@@ -214,3 +242,50 @@ def stop(process: subprocess.Popen | None, timeout: float = 5) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+class Proxy:
+    """Forwards connections on 127.0.0.1:``port`` to ``upstream``; terminates TLS if asked.
+
+    asyncio rather than threads because an ``ssl.SSLSocket`` must not be read and written from
+    two threads at once.
+    """
+
+    def __init__(self, port: int, upstream: int, tls: ssl.SSLContext | None = None) -> None:
+        self.connections = 0
+        self._upstream = upstream
+        self._loop = asyncio.new_event_loop()
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", port, ssl=tls)
+        )
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(
+            pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True
+        )
+
+    def close(self) -> None:
+        async def shutdown() -> None:
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()

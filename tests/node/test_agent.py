@@ -110,19 +110,26 @@ STREAM = {
 }
 
 
-def test_relays_run_only_for_the_admitted_publisher() -> None:
-    specs, keys = desired_relays([STREAM], {"key1": "7"}, rtmp_port=1935)
+def _desired(streams: list, publishers: dict, seen: set | None = None) -> tuple:
+    return desired_relays(streams, publishers, seen=seen or set(), rtmp_port=1935)
+
+
+def test_relays_follow_the_admitted_publisher() -> None:
+    specs, keys = _desired([STREAM], {"key1": "7"})
     assert keys == {"s1": "key1"}
     [spec] = specs  # the inactive destination has none
     assert spec.relay_id == "s1:1" and spec.mute and spec.session == "7"
     assert spec.source_url == "rtmp://127.0.0.1:1935/live/key1"
-    assert desired_relays([STREAM], {}, rtmp_port=1935) == ([], {})  # no publisher yet
-    assert desired_relays([STREAM], {"key1": "8"}, rtmp_port=1935) == ([], {})  # not admitted
+    # Before nginx lists its publisher: connected and waiting for the first keyframe.
+    assert _desired([STREAM], {})[1] == {"s1": "key1"}
+    # Once it has gone: nothing, whatever the hooks say. Another publisher: nothing either.
+    assert _desired([STREAM], {}, seen={("key1", "7")}) == ([], {})
+    assert _desired([STREAM], {"key1": "8"}) == ([], {})
 
 
 def test_a_new_session_is_a_new_spec() -> None:
-    [old], _ = desired_relays([STREAM], {"key1": "7"}, rtmp_port=1935)
-    [new], _ = desired_relays([{**STREAM, "clientId": "9"}], {"key1": "9"}, rtmp_port=1935)
+    [old], _ = _desired([STREAM], {"key1": "7"})
+    [new], _ = _desired([{**STREAM, "clientId": "9"}], {"key1": "9"}, seen={("key1", "7")})
     assert old.relay_id == new.relay_id and old != new  # the supervisor restarts it afresh
 
 

@@ -12,7 +12,6 @@ from agents.node.relay import (
     RelaySpec,
     RelayState,
     build_relay_command,
-    parse_progress_block,
     redact,
     relay_secrets,
 )
@@ -108,6 +107,15 @@ drop_frames=0
 speed=2.99x
 progress=continue
 """
+
+
+def parse_progress_block(lines: list[str]) -> Progress | None:
+    """The last complete block in ``lines``, or None if no block was finished."""
+    parser = ProgressParser()
+    last: Progress | None = None
+    for line in lines:
+        last = parser.feed(line) or last
+    return last
 
 
 def test_parse_progress_block() -> None:

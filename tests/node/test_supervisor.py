@@ -8,7 +8,6 @@ small in-process TCP/TLS proxy in front of ``dest``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -29,7 +28,7 @@ import pytest
 
 from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
 from agents.node.supervisor import Supervisor
-from tests.media.harness import Platform
+from tests.media.harness import Platform, Proxy
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -142,53 +141,6 @@ class Recorder:
     def states(self, relay_id: str) -> list[RelayState]:
         with self._lock:
             return [s.state for s in self.snapshots if s.relay_id == relay_id]
-
-
-class Proxy:
-    """Forwards connections on 127.0.0.1:``port`` to ``upstream``; terminates TLS if asked.
-
-    asyncio rather than threads because an ``ssl.SSLSocket`` must not be read and written from
-    two threads at once.
-    """
-
-    def __init__(self, port: int, upstream: int, tls: ssl.SSLContext | None = None) -> None:
-        self.connections = 0
-        self._upstream = upstream
-        self._loop = asyncio.new_event_loop()
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", port, ssl=tls)
-        )
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            finally:
-                dst.close()
-
-        await asyncio.gather(
-            pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True
-        )
-
-    def close(self) -> None:
-        async def shutdown() -> None:
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
 
 
 # --- fixtures ------------------------------------------------------------------------------

@@ -1,0 +1,223 @@
+"""The fault suite: an operator's worst day, with the whole rig running on loopback.
+
+Each case breaks one real part (a publisher, the ingest nginx, the agent, the broker) and
+asserts what viewers at every destination see (video whose timestamps move on) and what the API
+says, before, during and after. Times printed with -s are what the note's fault table quotes."""
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.media.conftest import RigNode, create_stream, detail_of, relay_states
+from tests.media.harness import (
+    Platform,
+    ffmpeg_pids,
+    free_port,
+    picture_moves,
+    stop,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.media, pytest.mark.timeout(300)]
+
+BOTH_LIVE = {"YouTube": "live", "Twitch": "live"}
+
+
+def _both_see_video(youtube: Platform, twitch: Platform, tmp_path: Path, tag: str) -> bool:
+    return picture_moves(f"{youtube.base_url}/ytkey", tmp_path / f"yt-{tag}.flv") and (
+        picture_moves(f"{twitch.base_url}/twkey", tmp_path / f"tw-{tag}.flv")
+    )
+
+
+@pytest.mark.parametrize("worker", ["running", "stopped"])
+def test_publisher_killed_and_back_within_a_second_gets_no_frozen_leg(
+    worker: str,
+    rig: RigNode,
+    streamer: APIClient,
+    youtube: Platform,
+    twitch: Platform,
+    live_stream: Any,
+    celery_worker_process: subprocess.Popen,
+    tmp_path: Path,
+) -> None:
+    """Before: relays stayed connected across the switch and forwarded the new session's
+    timestamps into the old connection, clamped: a frozen picture for the old session's age."""
+    stream, publisher = live_stream
+    if worker == "stopped":  # no nudges at all: the agent must notice by itself
+        stop(celery_worker_process)
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15)
+    time.sleep(4)  # the session ages: a frozen leg would sit seconds behind
+    old = {"yt": youtube.publishers()["ytkey"][0], "tw": twitch.publishers()["twkey"][0]}
+    publisher.kill()
+    publisher.wait()
+    time.sleep(0.8)
+    rig.publish(stream["streamKey"])
+    back = time.monotonic()
+    wait_until(lambda: youtube.publishers().get("ytkey", (old["yt"],))[0] != old["yt"], 10, 0.1)
+    wait_until(lambda: twitch.publishers().get("twkey", (old["tw"],))[0] != old["tw"], 10, 0.1)
+    reconnected = time.monotonic() - back
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 10, 0.1)
+    live_again = time.monotonic() - back
+    print(f"\n[{worker} worker] relays reconnected {reconnected:.1f}s, API live {live_again:.1f}s")
+    assert _both_see_video(youtube, twitch, tmp_path, "after")
+    assert live_again < 6, f"live again only after {live_again:.1f}s"
+
+
+def _crash(rig: RigNode) -> None:
+    """nginx dies at once, master and worker: no on_publish_done, nothing graceful."""
+    assert rig.ingest.proc is not None
+    os.killpg(rig.ingest.proc.pid, signal.SIGKILL)
+    rig.ingest.proc.wait()
+    rig.ingest.proc = None
+
+
+def test_a_crashed_ingest_ends_the_session_and_takes_the_publisher_back(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    stream, publisher = live_stream
+    _crash(rig)
+    publisher.wait(10)  # OBS lost its connection
+    # Nobody receives anything now, and the API must stop saying so.
+    wait_until(lambda: relay_states(streamer, stream["id"]).get("YouTube") != "live", 10)
+    time.sleep(2)
+    rig.ingest.start()  # the operator (or systemd) brings nginx back: OBS reconnects
+    back = time.monotonic()
+    republished = rig.publish(stream["streamKey"])
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15, 0.1)
+    live_again = time.monotonic() - back
+    print(f"\n[nginx killed] back live {live_again:.1f}s after nginx returned")
+    assert republished.poll() is None  # accepted, not refused as "already live"
+    assert _both_see_video(youtube, twitch, tmp_path, "after")
+
+    # Left dead, a crashed ingest's session ends by itself.
+    _crash(rig)
+    crashed = time.monotonic()
+    wait_until(lambda: detail_of(streamer, stream["id"])["isStreaming"] is False, 20, 0.2)
+    ended_after = time.monotonic() - crashed
+    print(f"[nginx killed] session ended {ended_after:.1f}s after the crash")
+    assert detail_of(streamer, stream["id"])["provisionStatus"]["reason"] == "publisher gone"
+    rig.ingest.start()  # for the fixture's orderly stop
+
+
+def test_a_dead_agent_is_not_reported_live_and_a_new_one_takes_over(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    stream, _ = live_stream
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15)
+    rig.stop_agent(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 5)  # relays too
+    wait_until(lambda: "live" not in relay_states(streamer, stream["id"]).values(), 10, 0.2)
+    honest_after = time.monotonic() - killed
+    print(f"\n[agent killed] API stopped saying live after {honest_after:.1f}s")
+    assert set(relay_states(streamer, stream["id"]).values()) == {"unknown"}
+    assert honest_after <= 7
+    rig.start_agent()
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 20, 0.2)
+    assert _both_see_video(youtube, twitch, tmp_path, "after")
+
+
+# --- the broker goes away -------------------------------------------------------------------
+
+
+class PrivateBroker:
+    """A Redis of this test's own, on a free loopback port."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.root = root
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: _port_answers(self.port), 10, 0.05)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path, settings: Any) -> Iterator[PrivateBroker]:
+    """The Celery broker of the live server and the worker, killed without touching anyone
+    else's Redis."""
+    from rig.celery import app
+
+    broker = PrivateBroker(tmp_path)
+    broker.start()
+    before = app.conf.broker_url
+    settings.CELERY_BROKER_URL = broker.url
+    _use_broker(app, broker.url)
+    yield broker
+    _use_broker(app, before)
+    broker.stop()
+
+
+def _port_answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _use_broker(app: Any, url: str) -> None:
+    app.conf.broker_url = url
+    app._pool = None  # the connection pools were made for the other URL
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def celery_worker_options(private_broker: PrivateBroker) -> dict[str, Any]:
+    return {"env": {"CELERY_BROKER_URL": private_broker.url}}
+
+
+def test_publishing_and_reconnecting_work_while_the_broker_is_down(
+    private_broker: PrivateBroker,
+    rig: RigNode,
+    streamer: APIClient,
+    youtube: Platform,
+    twitch: Platform,
+    live_stream: Any,
+    tmp_path: Path,
+) -> None:
+    """Before: each enqueue spent ~6 s in the Redis client's retries inside the publish hook,
+    past nginx-rtmp's 5-s timeout: no publisher could go live or reconnect during an outage."""
+    stream, publisher = live_stream
+    private_broker.stop()  # Redis is gone
+
+    started = time.monotonic()
+    other = create_stream(streamer)
+    response = streamer.patch(f"/streams/{other['id']}", {"isActive": False}, format="json")
+    assert response.status_code == 200
+    api_s = time.monotonic() - started
+
+    publisher.kill()  # the streamer's connection drops and OBS reconnects
+    publisher.wait()
+    time.sleep(0.5)
+    back = time.monotonic()
+    republished = rig.publish(stream["streamKey"])
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15, 0.1)
+    live_again = time.monotonic() - back
+    print(f"\n[broker down] API calls {api_s:.2f}s; republish live again {live_again:.1f}s")
+    assert republished.poll() is None
+    assert _both_see_video(youtube, twitch, tmp_path, "outage")
+    assert api_s < 2, f"two API calls took {api_s:.1f}s with the broker down"
+
+    private_broker.start()  # Redis is back
+    streamer.patch(f"/streams/{other['id']}", {"isActive": True}, format="json")
+    wait_until(lambda: detail_of(streamer, other["id"])["isActive"] is True, 5)
+    assert relay_states(streamer, stream["id"]) == BOTH_LIVE
