@@ -16,7 +16,7 @@ from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
 from agents.node import ingest
-from agents.node.relay import RelayState
+from agents.node.protocol import LOG_LINES_KEPT, REPORTED_STATES
 from agents.payloads import (
     HOOK_ERRORS,
     AgentDestinationPayload,
@@ -68,7 +68,7 @@ class AgentStreamsApi(_NodeEndpoint):
 
 class _RelayReport(serializers.Serializer):
     destinationId = serializers.IntegerField(min_value=1, max_value=2**62)
-    state = serializers.ChoiceField(choices=[state.value for state in RelayState])
+    state = serializers.ChoiceField(choices=REPORTED_STATES)
     bitrateKbps = serializers.FloatField(required=False, allow_null=True, min_value=0)
     fps = serializers.FloatField(required=False, allow_null=True, min_value=0)
     bytesSent = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
@@ -77,10 +77,11 @@ class _RelayReport(serializers.Serializer):
     lastError = serializers.CharField(
         required=False, allow_null=True, allow_blank=True, max_length=2000
     )
-    log = serializers.ListField(
+    # Log lines since the previous report the control plane took (the agent keeps a cursor).
+    newLog = serializers.ListField(
         child=serializers.CharField(max_length=2000, allow_blank=True, trim_whitespace=False),
         required=False,
-        max_length=100,
+        max_length=LOG_LINES_KEPT,
     )
 
 

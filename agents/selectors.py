@@ -11,8 +11,8 @@ from django.utils import timezone
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
 from streams.destinations import destination_fields
-from streams.models import Destination, Stream
-from streams.selectors import relays_wanted, stream_by_key
+from streams.models import Destination, Session
+from streams.selectors import live_streams, relays_wanted, stream_by_key
 
 
 def node_by_token(*, token: str) -> IngestNode | None:
@@ -39,7 +39,9 @@ def node_live_streams(*, node: IngestNode) -> list[dict[str, Any]]:
     Config items): the agent's whole desired state in one answer and two queries, however many
     streams the node serves."""
     streams = (
-        Stream.objects.filter(node=node, is_streaming=True, is_active=True)
+        live_streams()
+        .filter(session__node=node, is_active=True)
+        .select_related("session")
         .prefetch_related(Prefetch("destinations", Destination.objects.order_by("id")))
         .order_by("id")
     )
@@ -47,7 +49,7 @@ def node_live_streams(*, node: IngestNode) -> list[dict[str, Any]]:
         {
             "streamID": str(s.id),
             "streamKey": s.stream_key,
-            "clientId": s.publish_client_id,
+            "clientId": s.session.client_id if s.session else "",
             "destinations": [_config_item(d) for d in s.destinations.all()],
         }
         for s in streams
@@ -77,17 +79,17 @@ def node_loads(nodes: list[IngestNode]) -> dict[int, dict[str, int]]:
     """Live sessions and the relays they want, per node: two grouped queries for any number."""
     ids = [node.pk for node in nodes]
     streams = dict(
-        Stream.objects.filter(node_id__in=ids, is_streaming=True)
+        Session.objects.filter(node_id__in=ids, ended_at__isnull=True)
         .values_list("node_id")
         .annotate(n=Count("id"))
         .values_list("node_id", "n")
     )
     relays = dict(
         relays_wanted()
-        .filter(stream__node_id__in=ids)
-        .values_list("stream__node_id")
+        .filter(stream__session__node_id__in=ids)
+        .values_list("stream__session__node_id")
         .annotate(n=Count("id"))
-        .values_list("stream__node_id", "n")
+        .values_list("stream__session__node_id", "n")
     )
     return {pk: {"streams": streams.get(pk, 0), "relays": relays.get(pk, 0)} for pk in ids}
 

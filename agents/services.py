@@ -11,9 +11,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import IngestNode, NodeWatch
+from agents.node.protocol import LOG_LINES_KEPT, DisplayState
 from agents.node.relay import redact
 from streams import services as stream_services
-from streams.models import Destination, Relay, RelayState, Stream
+from streams.models import Destination, Relay, Stream
+from streams.selectors import live_streams
 from webhooks.services import destination_event, events_emit
 
 logger = logging.getLogger(__name__)
@@ -25,28 +27,19 @@ def _since(epoch: float | None) -> datetime | None:
     return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
 
 
-def _relay_events(rows: list[Relay], *, stream_of: dict[int, Any]) -> None:
-    """Webhook events for relays whose reported state changes what was stored: one query reads
-    the previous states (no row yet: pending) with each destination's service and owner."""
-    if not rows:
-        return
-    before = {
-        pk: (state or RelayState.PENDING, service, owner_id)
-        for pk, state, service, owner_id in Destination.objects.filter(
-            pk__in=[row.destination_id for row in rows]
-        ).values_list("pk", "relay__state", "service", "stream__owner_id")
-    }
+def _relay_events(rows: list[Relay], *, previous: dict[int, str], owner: dict[int, Any]) -> None:
+    """Webhook events for relays whose reported state changes what was stored (no row yet in
+    this session: pending)."""
     events = []
     for row in rows:
-        if row.destination_id not in before:
-            continue  # deleted since this report was checked
-        previous, service, owner_id = before[row.destination_id]
-        event = destination_event(previous, row.state)
+        assert row.destination_id is not None
+        event = destination_event(previous.get(row.destination_id, DisplayState.PENDING), row.state)
         if event:
+            stream_id, owner_id = owner[row.destination_id]
             data = {
-                "streamID": str(stream_of[row.destination_id]),
+                "streamID": str(stream_id),
                 "destinationId": row.destination_id,
-                "service": service,
+                "service": row.service,
                 "state": row.state,
                 "lastError": row.last_error or None,  # redacted by the agent
             }
@@ -66,7 +59,8 @@ def node_report(
 
     Every report is the node's heartbeat. ``publishers`` (what nginx-rtmp receives right now)
     keeps live sessions vouched for, and ends those whose publisher vanished without
-    on_publish_done (nginx restarted, crashed)."""
+    on_publish_done (nginx restarted, crashed). Each relay's ``newLog`` lines are appended
+    to its log, which keeps the last LOG_LINES_KEPT."""
     heartbeat: dict[str, Any] = {"last_seen_at": timezone.now(), "lost_at": None}
     if load is not None:
         heartbeat.update(relays_running=load.get("relays", 0), load_avg=load.get("loadAvg1"))
@@ -76,45 +70,63 @@ def node_report(
     if publishers is not None:
         stream_services.publishers_seen(node=node, keys=publishers)
     keys = [report["streamKey"] for report in streams]
-    served = dict(
-        Stream.objects.filter(node=node, is_streaming=True, stream_key__in=keys).values_list(
-            "stream_key", "id"
-        )
-    )
-    destination_keys: dict[tuple[int, Any], str] = {
-        (pk, stream_id): key
-        for pk, stream_id, key in Destination.objects.filter(
-            stream_id__in=served.values()
-        ).values_list("id", "stream_id", "stream_key")
+    served = {
+        key: (stream_id, session_id, owner_id)
+        for key, stream_id, session_id, owner_id in live_streams()
+        .filter(session__node=node, stream_key__in=keys)
+        .values_list("stream_key", "id", "session_id", "owner_id")
     }
-    rows = []
+    sessions = [session_id for _, session_id, _ in served.values()]
+    destinations = {
+        (pk, stream_id): (key, service)
+        for pk, stream_id, key, service in Destination.objects.filter(
+            stream_id__in=[stream_id for stream_id, _, _ in served.values()]
+        ).values_list("id", "stream_id", "stream_key", "service")
+    }
+    stored = {
+        (relay.session_id, relay.destination_id): relay
+        for relay in Relay.objects.filter(session_id__in=sessions).only(
+            "session_id", "destination_id", "state", "log"
+        )
+    }
+    rows: dict[int, Relay] = {}  # by destination: a repeated entry counts once, the last
+    previous: dict[int, str] = {}
+    owner: dict[int, Any] = {}
     for report in streams:
-        stream_id = served.get(report["streamKey"])
+        if report["streamKey"] not in served:
+            continue
+        stream_id, session_id, owner_id = served[report["streamKey"]]
         for relay in report["relays"]:
-            destination_key = destination_keys.get((relay["destinationId"], stream_id))
-            if destination_key is None:  # not this stream's destination (any more)
+            destination = destinations.get((relay["destinationId"], stream_id))
+            if destination is None:  # not this stream's destination (any more)
                 continue
+            destination_key, service = destination
             # The node redacts; this again, so text it missed never stores a key that would
             # then reach the relay API, the dashboard or a webhook.
             secrets = (report["streamKey"], destination_key)
-            rows.append(
-                Relay(
-                    destination_id=relay["destinationId"],
-                    state=relay["state"],
-                    bitrate_kbps=relay.get("bitrateKbps"),
-                    fps=relay.get("fps"),
-                    bytes_sent=relay.get("bytesSent", 0),
-                    restarts=relay.get("restarts", 0),
-                    since=_since(relay.get("since")),
-                    last_error=redact(relay.get("lastError") or "", secrets),
-                    log=[redact(line, secrets) for line in relay.get("log", [])],
-                )
+            before = stored.get((session_id, relay["destinationId"]))
+            log = [*(before.log if before else []), *relay.get("newLog", [])]
+            rows[relay["destinationId"]] = Relay(
+                session_id=session_id,
+                destination_id=relay["destinationId"],
+                service=service,
+                state=relay["state"],
+                bitrate_kbps=relay.get("bitrateKbps"),
+                fps=relay.get("fps"),
+                bytes_sent=relay.get("bytesSent", 0),
+                restarts=relay.get("restarts", 0),
+                since=_since(relay.get("since")),
+                last_error=redact(relay.get("lastError") or "", secrets),
+                log=[redact(line, secrets) for line in log[-LOG_LINES_KEPT:]],
             )
-    _relay_events(rows, stream_of={pk: stream_id for pk, stream_id in destination_keys})
+            if before is not None:
+                previous[relay["destinationId"]] = before.state
+            owner[relay["destinationId"]] = (stream_id, owner_id)
+    _relay_events(list(rows.values()), previous=previous, owner=owner)
     Relay.objects.bulk_create(
-        rows,
+        list(rows.values()),
         update_conflicts=True,
-        unique_fields=["destination"],
+        unique_fields=["session", "destination"],
         update_fields=[*_RELAY_FIELDS, "log", "updated_at"],
     )
     return len(rows)

@@ -28,12 +28,13 @@ from accounts.models import User
 from agents import selectors as nodes
 from agents import services as node_services
 from agents.apis import NodeDetailApi
+from agents.node.protocol import DisplayState, RelayState
 from rig.api import ApiError, ErrorCode, not_found, validate
 from rig.errors import to_api_error
 from streams import selectors, services
 from streams.apis import DestinationAddApi
 from streams.destinations import ingest_base
-from streams.models import RelayState, Service, Stream
+from streams.models import Service, Stream
 from webhooks import selectors as webhook_selectors
 from webhooks import services as webhook_services
 from webhooks.apis import WebhookListCreateApi
@@ -43,15 +44,17 @@ View = TypeVar("View", bound=Callable[..., HttpResponse])
 
 # What a person sees of a relay: "pending" is a relay about to start; a finished one is offline.
 SHOWN_STATE: dict[str, str] = {
-    RelayState.PENDING: "starting",
+    DisplayState.PENDING: "starting",
     RelayState.STARTING: "starting",
     RelayState.LIVE: "live",
     RelayState.RECONNECTING: "reconnecting",
     RelayState.FAILED: "failed",
     RelayState.STOPPED: "offline",
     # The node went quiet: its agent (and with it every relay) most likely died.
-    "unknown": "offline",
+    DisplayState.UNKNOWN: "offline",
 }
+
+RECENT_SESSIONS = 10  # on the stream page; the API pages through all of them
 
 # Pages load their scripts and styles from rig only, and may not be framed.
 CONTENT_SECURITY_POLICY = (
@@ -275,8 +278,9 @@ def streams(request: HttpRequest) -> HttpResponse:
 
 def _obs_server(stream: Stream) -> str:
     """Where OBS should connect: the serving node while live, else the recommended ingest."""
-    if stream.is_streaming and stream.node is not None:
-        return stream.node.rtmp_url
+    session = stream.live_session
+    if session is not None and session.node is not None:
+        return session.node.rtmp_url
     return next(s["rtmpUrl"] for s in nodes.ingest_servers() if s["recommended"])
 
 
@@ -289,8 +293,9 @@ def _relays(stream: Stream) -> list[dict[str, Any]]:
     server it goes to (never its key)."""
     rows = []
     reporting = selectors.node_reporting(stream)
+    relays = selectors.session_relays(stream)
     for destination in stream.destinations.all():
-        relay = selectors.relay_payload(destination, reporting=reporting)
+        relay = selectors.relay_item(destination, relays.get(destination.pk), reporting=reporting)
         live = stream.is_streaming and relay["isActive"]
         if not live:  # figures of a relay that is not running are history, not news
             relay.update(bitrateKbps=None, fps=None, since=None, lastError=None)
@@ -306,11 +311,11 @@ def _relays(stream: Stream) -> list[dict[str, Any]]:
 
 
 def _live_context(stream: Stream) -> dict[str, Any]:
-    status = stream.provision_status or {}
+    session = stream.session
     return {
         "stream": stream,
         "stream_state": "live" if stream.is_streaming else "offline",
-        "reason": None if stream.is_streaming else status.get("reason"),
+        "reason": session.end_reason or None if session else None,
         "relays": _relays(stream),
     }
 
@@ -335,6 +340,10 @@ def _stream_page(
         "services": Service.values,
         "form": form or {"service": Service.CUSTOM},
         "errors": field_errors(error),
+        "sessions": [
+            {**session, "started": _since(session["startedAt"])}
+            for session in selectors.session_list(stream=detail)[:RECENT_SESSIONS]
+        ],
     }
     return render(request, "dashboard/stream.html", context, status=error.status if error else 200)
 

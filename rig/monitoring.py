@@ -26,12 +26,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.models import IngestNode
+from agents.node.protocol import RelayState
 from rig.api import ApiError, ErrorCode, ok
 from rig.celery import app as celery_app
 from rig.metrics import TaskOutcomeCollector
 from rig.payloads import HealthPayload, ReadinessPayload
 from rig.schema import error_response, payload, plain_text
-from streams.models import Relay, RelayState, Stream
+from streams.models import Relay
+from streams.selectors import live_streams
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class DatabaseCollector:
         yield GaugeMetricFamily(
             "rig_streams_live",
             "Streams with a publisher right now",
-            value=Stream.objects.filter(is_streaming=True).count(),
+            value=live_streams().count(),
         )
         by_state: Counter[str] = Counter()
         by_node: Counter[str] = Counter()
@@ -63,15 +65,15 @@ class DatabaseCollector:
         # Relays of live sessions only: series come and go with sessions, so their number is
         # bounded by what runs now, not by every destination that ever streamed.
         relays = (
-            Relay.objects.filter(destination__stream__is_streaming=True)
+            Relay.objects.filter(session__ended_at__isnull=True, destination__isnull=False)
             .values_list(
                 "destination_id",
-                "destination__stream_id",
-                "destination__service",
+                "session__stream_id",
+                "service",
                 "state",
                 "bytes_sent",
                 "restarts",
-                "destination__stream__node__name",
+                "session__node__name",
             )
             .order_by("destination_id")
         )
@@ -83,7 +85,7 @@ class DatabaseCollector:
             if node and state in _RUNNING:
                 by_node[node] += 1
         states = GaugeMetricFamily("rig_relays", "Relays by state", labels=["state"])
-        for state in RelayState.values:
+        for state in RelayState:
             states.add_metric([state], by_state[state])
         yield states
         yield bytes_sent

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from agents.node.protocol import REPORT_MAX_BYTES
 from rig.env import database_from_url, env_bool, env_int, env_list, env_str
 from rig.logs import logging_config
 
@@ -151,7 +152,8 @@ CORS_PREFLIGHT_MAX_AGE = env_int("RIG_CORS_MAX_AGE_S", 3600)
 
 # Bodies larger than this are refused with 413 before any parsing.
 RIG_MAX_BODY_BYTES = env_int("RIG_MAX_BODY_BYTES", 64 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = RIG_MAX_BODY_BYTES
+# rig.middleware enforces each route's cap first; a node's status report may be larger.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(RIG_MAX_BODY_BYTES, REPORT_MAX_BYTES)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.UserJWTAuthentication"],
@@ -202,7 +204,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_PATCH": False,  # PATCH bodies are documented with their real required fields
     "PREPROCESSING_HOOKS": ["rig.schema.clean_routes"],
     # A relay's state is in several payloads (provisionStatus' items, the relay API): one name.
-    "ENUM_NAME_OVERRIDES": {"RelayStateEnum": "streams.payloads.RELAY_STATES"},
+    "ENUM_NAME_OVERRIDES": {
+        "RelayStateEnum": "agents.node.protocol.RELAY_STATES",
+        "ReportedRelayStateEnum": "agents.node.protocol.REPORTED_STATES",
+    },
 }
 
 SIMPLE_JWT = {
@@ -292,6 +297,9 @@ LOGGING = logging_config(
 # A live session its node has not vouched for (agents report their publishers every 2 s) for
 # this long is over: ended if the node says the publisher is gone, else open to a new publish.
 RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 15)
+# Publish sessions each stream keeps as history (GET /streams/{id}/sessions).
+RIG_SESSIONS_KEPT = env_int("RIG_SESSIONS_KEPT", 200)
+RIG_SESSIONS_PAGE = 50
 
 # /metrics is open to loopback clients; with a token set, it needs `Authorization: Bearer <it>`.
 RIG_METRICS_TOKEN = env_str("RIG_METRICS_TOKEN", "")

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from streams.models import Destination, Relay, Stream
+from streams.models import Destination, Relay, Session, Stream
 
 
 class DestinationInline(admin.TabularInline):
@@ -11,16 +11,22 @@ class DestinationInline(admin.TabularInline):
 
 @admin.register(Stream)
 class StreamAdmin(admin.ModelAdmin):
-    list_display = ["id", "owner", "is_active", "is_streaming", "node", "created_at"]
-    list_filter = ["is_active", "is_streaming"]
+    list_display = ["id", "owner", "is_active", "is_streaming", "created_at"]
+    list_filter = ["is_active"]
     search_fields = ["id", "owner__username"]
     exclude = ["stream_key"]
     inlines = [DestinationInline]
 
 
+@admin.register(Session)
+class SessionAdmin(admin.ModelAdmin):
+    list_display = ["id", "stream", "node_name", "started_at", "ended_at", "end_reason"]
+    list_filter = ["end_reason", "node_name"]
+
+
 @admin.register(Relay)
 class RelayAdmin(admin.ModelAdmin):
-    list_display = ["destination", "state", "bitrate_kbps", "restarts", "updated_at"]
+    list_display = ["session", "destination", "state", "bitrate_kbps", "restarts", "updated_at"]
     list_filter = ["state"]
 
 

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +20,7 @@ from streams.payloads import (
     DestinationPayload,
     RelayDetailPayload,
     RelayPayload,
+    SessionPayload,
     StreamDeletedPayload,
     StreamKeyPayload,
     StreamPayload,
@@ -34,7 +36,8 @@ def destination_payload(destination: Destination) -> dict[str, Any]:
 
 def stream_payload(stream: Stream, destinations: list[Destination] | None) -> dict[str, Any]:
     """The seed's stream shape; destinations/provisionStatus only where the seed shows them."""
-    server = stream.node.rtmp_url if stream.node else settings.RIG_INGEST_URL
+    node = stream.session.node if stream.session else None
+    server = node.rtmp_url if node else settings.RIG_INGEST_URL
     return {
         "id": str(stream.id),
         "streamKey": stream.stream_key,
@@ -52,7 +55,7 @@ def stream_payload(stream: Stream, destinations: list[Destination] | None) -> di
 class StreamListCreateApi(APIView):
     @payload(StreamPayload, many=True)
     def get(self, request: Request) -> Response:
-        streams = selectors.stream_list(user=request_user(request)).select_related("node")
+        streams = selectors.stream_list(user=request_user(request)).select_related("session__node")
         return ok("Stream list for user", [stream_payload(s, None) for s in streams])
 
     @payload(StreamPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
@@ -168,6 +171,29 @@ class DestinationDetailApi(APIView):
 
 
 # --- relay control: one relay per destination, on the node serving the stream ----------------
+
+
+class SessionListApi(APIView):
+    """The stream's publish sessions, newest first: where and how long each ran, why it
+    ended, and what each relay sent."""
+
+    @payload(
+        SessionPayload,
+        many=True,
+        errors={400: [ErrorCode.INVALID_INPUT]},
+        parameters=[
+            OpenApiParameter(
+                "before",
+                str,
+                description=f"A session's id: the {settings.RIG_SESSIONS_PAGE} sessions "
+                "that started before it (the next page).",
+            )
+        ],
+    )
+    def get(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
+        before = request.query_params.get("before")
+        return ok("Stream sessions", selectors.session_list(stream=stream, before=before))
 
 
 class RelayListApi(APIView):

@@ -1,10 +1,11 @@
-"""Stream, Destination and the last reported state of each destination's relay."""
+"""Streams, their destinations, their publish sessions and each session's relays."""
 
 import uuid
 
 from django.conf import settings
 from django.db import models
 
+from agents.node.protocol import RelayState
 from rig.crypto import EncryptedTextField
 
 
@@ -22,17 +23,10 @@ class Stream(models.Model):
     )
     stream_key = models.CharField(max_length=64, unique=True)
     is_active = models.BooleanField(default=True)
-    is_streaming = models.BooleanField(default=False)
-    # The live session: which node serves it and nginx-rtmp's client id for the publisher.
-    node = models.ForeignKey(
-        "agents.IngestNode", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    # The latest publish session (live while it has not ended); None until the first publish.
+    session = models.ForeignKey(
+        "Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    publish_client_id = models.CharField(max_length=32, blank=True)
-    publisher_seen_at = models.DateTimeField(null=True, blank=True)
-    # Reports in a row from the serving node that did not list the publisher (nginx restarted,
-    # or the publisher vanished without on_publish_done): from two on, a new publish may take over.
-    publisher_missed = models.PositiveIntegerField(default=0)
-    provision_status = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -40,6 +34,55 @@ class Stream(models.Model):
 
     def __str__(self) -> str:
         return str(self.id)
+
+    @property
+    def live_session(self) -> "Session | None":
+        session = self.session
+        return session if session is not None and session.ended_at is None else None
+
+    @property
+    def is_streaming(self) -> bool:
+        return self.live_session is not None
+
+
+class Session(models.Model):
+    """One publish: from nginx-rtmp's on_publish until the publisher leaves, the session is
+    replaced, or its node is lost (a lost node that comes back with the same publisher
+    resumes it). Where it ran is copied in, so the history outlives node changes."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="sessions")
+    node = models.ForeignKey(
+        "agents.IngestNode", null=True, on_delete=models.SET_NULL, related_name="sessions"
+    )
+    node_name = models.CharField(max_length=64)
+    region = models.CharField(max_length=64)
+    hostname = models.CharField(max_length=255, blank=True)
+    ingest_url = models.CharField(max_length=255)
+    # nginx-rtmp's client id of the publisher: the agent binds relays to it.
+    client_id = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    resumed_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=64, blank=True)
+    publisher_seen_at = models.DateTimeField(null=True, blank=True)
+    # Reports in a row from the serving node that did not list the publisher (nginx restarted,
+    # or the publisher vanished without on_publish_done): from two on, a new publish may take over.
+    publisher_missed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["stream"],
+                condition=models.Q(ended_at__isnull=True),
+                name="one_live_session_per_stream",
+            )
+        ]
+        indexes = [models.Index(fields=["node", "ended_at"])]
+
+    def __str__(self) -> str:
+        return f"session {self.pk} of stream {self.stream_id}"
 
 
 class Destination(models.Model):
@@ -60,22 +103,16 @@ class Destination(models.Model):
         return f"{self.service} #{self.pk}"
 
 
-class RelayState(models.TextChoices):
-    PENDING = "pending"
-    STARTING = "starting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
 class Relay(models.Model):
-    """What the serving node last reported about the relay to one destination."""
+    """What the serving node reported about the relay to one destination in one session."""
 
-    destination = models.OneToOneField(
-        Destination, on_delete=models.CASCADE, primary_key=True, related_name="relay"
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="relays")
+    # Kept (without the destination) when the destination is deleted: it is history.
+    destination = models.ForeignKey(
+        Destination, null=True, on_delete=models.SET_NULL, related_name="relays"
     )
-    state = models.CharField(max_length=16, choices=RelayState.choices, default=RelayState.PENDING)
+    service = models.CharField(max_length=16, choices=Service.choices)
+    state = models.CharField(max_length=16, choices=[(s.value, s.value) for s in RelayState])
     bitrate_kbps = models.FloatField(null=True, blank=True)
     fps = models.FloatField(null=True, blank=True)
     bytes_sent = models.BigIntegerField(default=0)
@@ -85,5 +122,12 @@ class Relay(models.Model):
     log = models.JSONField(default=list, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "destination"], name="one_relay_per_session_and_destination"
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"relay to destination #{self.pk}: {self.state}"
+        return f"relay to destination #{self.destination_id}: {self.state}"

@@ -2,18 +2,9 @@
 
 from rest_framework import serializers
 
+from agents.node.protocol import RELAY_STATES, REPORTED_STATES
 from streams.models import Service
 
-RELAY_STATES = [
-    "pending",
-    "starting",
-    "live",
-    "reconnecting",
-    "failed",
-    "stopped",
-    "disabled",
-    "unknown",  # the serving node has not reported for RIG_RELAY_REPORT_FRESH_S
-]
 PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
 
 
@@ -103,3 +94,35 @@ class StreamDeletedPayload(serializers.Serializer):
 
 class DestinationDeletedPayload(serializers.Serializer):
     id = serializers.IntegerField()
+
+
+class SessionRelayPayload(serializers.Serializer):
+    id = serializers.IntegerField(
+        allow_null=True, help_text="The destination's id (null: deleted)."
+    )
+    service = serializers.ChoiceField(choices=Service.choices)
+    state = serializers.ChoiceField(
+        choices=REPORTED_STATES,
+        help_text="The last state its node reported (stopped once the session ended).",
+    )
+    bytesSent = serializers.IntegerField()
+    restarts = serializers.IntegerField()
+    lastError = serializers.CharField(allow_null=True)
+
+
+class SessionPayload(serializers.Serializer):
+    id = serializers.UUIDField()
+    startedAt = serializers.DateTimeField()
+    endedAt = serializers.DateTimeField(allow_null=True, help_text="Null while it is live.")
+    resumedAt = serializers.DateTimeField(
+        allow_null=True, help_text="When its node came back after being lost, if it did."
+    )
+    durationS = serializers.FloatField(help_text="Seconds from start to end (or to now).")
+    reason = serializers.CharField(
+        allow_null=True, help_text="Why it ended (see provisionStatus.reason); null while live."
+    )
+    node = serializers.CharField()
+    region = serializers.CharField()
+    destinations = SessionRelayPayload(
+        many=True, help_text="Each relay the session ran, with its bytes and restarts."
+    )

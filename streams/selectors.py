@@ -2,16 +2,18 @@
 
 import re
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
+from agents.node.protocol import LOG_LINES_KEPT, DisplayState, RelayState
 from agents.node.relay import redact
-from rig.api import int_id, not_found
-from streams.models import Destination, Relay, RelayState, Stream
+from rig.api import int_id, invalid_input, not_found
+from streams.models import Destination, Relay, Session, Stream
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -22,13 +24,18 @@ def _uuid(value: str) -> uuid.UUID | None:
 
 
 def stream_list(*, user: User) -> QuerySet[Stream]:
-    return Stream.objects.filter(owner=user)
+    return Stream.objects.filter(owner=user).select_related("session")
 
 
 def stream_get(*, user: User, stream_id: str, for_update: bool = False) -> Stream:
     """The user's stream; another tenant's id is exactly as unknown as a missing one."""
     pk = _uuid(stream_id)
-    queryset = Stream.objects.select_for_update() if for_update else Stream.objects.all()
+    # Locked alone (a join would lock the session's node too, against the lock order).
+    queryset = (
+        Stream.objects.select_for_update()
+        if for_update
+        else Stream.objects.select_related("session__node")
+    )
     stream = queryset.filter(owner=user, pk=pk).first() if pk else None
     if stream is None:
         raise not_found("Stream")
@@ -39,10 +46,8 @@ def stream_get_detailed(*, user: User, stream_id: str) -> Stream:
     pk = _uuid(stream_id)
     stream = (
         Stream.objects.filter(owner=user, pk=pk)
-        .select_related("node")
-        .prefetch_related(
-            Prefetch("destinations", Destination.objects.select_related("relay").order_by("id"))
-        )
+        .select_related("session__node")
+        .prefetch_related(Prefetch("destinations", Destination.objects.order_by("id")))
         .first()
         if pk
         else None
@@ -69,9 +74,18 @@ def destination_get(
     return destination
 
 
+def live_streams() -> QuerySet[Stream]:
+    """Streams whose latest session has not ended."""
+    return Stream.objects.filter(session__started_at__isnull=False, session__ended_at__isnull=True)
+
+
 def relays_wanted() -> QuerySet[Destination]:
     """The relays live sessions want: one per active destination of a streaming stream."""
-    return Destination.objects.filter(stream__is_streaming=True, is_active=True)
+    return Destination.objects.filter(
+        stream__session__started_at__isnull=False,
+        stream__session__ended_at__isnull=True,
+        is_active=True,
+    )
 
 
 _STREAM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what new_stream_key() makes
@@ -87,20 +101,29 @@ def stream_by_key(*, key: str, for_update: bool = False) -> Stream | None:
 def node_reporting(stream: Stream) -> bool:
     """Whether the node serving the live stream reported recently enough for its relay states
     to be believed: a dead or cut-off agent's last word is not the truth for long."""
-    node = stream.node if stream.is_streaming and stream.node_id else None
+    session = stream.live_session
+    node = session.node if session is not None else None
     if node is None or node.last_seen_at is None:
         return False
     return (timezone.now() - node.last_seen_at).total_seconds() <= settings.RIG_RELAY_REPORT_FRESH_S
 
 
-def _relay_status(destination: Destination, *, reporting: bool) -> dict[str, Any]:
-    relay: Relay | None = getattr(destination, "relay", None)
+def session_relays(stream: Stream) -> dict[int | None, Relay]:
+    """The relays of the stream's latest session, by destination."""
+    if stream.session_id is None:
+        return {}
+    return {r.destination_id: r for r in Relay.objects.filter(session_id=stream.session_id)}
+
+
+def _relay_status(
+    destination: Destination, relay: Relay | None, *, streaming: bool, reporting: bool
+) -> dict[str, Any]:
     if not destination.is_active:
-        state = "disabled"
+        state: str = DisplayState.DISABLED
     elif relay is None:
-        state = RelayState.PENDING  # nothing reported yet in this session
-    elif destination.stream.is_streaming and not reporting:
-        state = "unknown"  # the node has gone quiet: what it last said may no longer hold
+        state = DisplayState.PENDING  # nothing reported yet in this session
+    elif streaming and not reporting:
+        state = DisplayState.UNKNOWN  # the node went quiet: what it last said may not hold
     else:
         state = relay.state
     return {
@@ -116,50 +139,134 @@ def _relay_status(destination: Destination, *, reporting: bool) -> dict[str, Any
     }
 
 
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
 def provision_status(stream: Stream, destinations: list[Destination]) -> dict[str, Any] | None:
-    """The live picture of a stream's fan-out: the session record plus each relay's report."""
-    if stream.provision_status is None:
+    """The live picture of a stream's fan-out: its latest session plus each relay's report."""
+    session = stream.session
+    if session is None:
         return None
-    status = dict(stream.provision_status)
-    node = stream.node if stream.is_streaming else None
-    if node is not None:  # the serving node's last heartbeat, not the one at publish time
-        last = node.last_seen_at
-        status["server"] = {**status.get("server", {}), "lastCheck": last and last.isoformat()}
+    streaming = session.ended_at is None
+    # While live, the serving node's last heartbeat; after, the time the session started.
+    last_check = session.node.last_seen_at if streaming and session.node else session.started_at
     reporting = node_reporting(stream)
-    relays = [_relay_status(d, reporting=reporting) for d in destinations]
-    if stream.is_streaming:
-        active = [r["state"] for r in relays if r["state"] != "disabled"]
-        if active and all(state == RelayState.PENDING for state in active):
-            status["state"] = "provisioning"
+    relays = session_relays(stream)
+    statuses = [
+        _relay_status(d, relays.get(d.pk), streaming=streaming, reporting=reporting)
+        for d in destinations
+    ]
+    if not streaming:
+        state = "stopped"
+    else:
+        active = [r["state"] for r in statuses if r["state"] != DisplayState.DISABLED]
+        if active and all(state == DisplayState.PENDING for state in active):
+            state = "provisioning"
         elif all(state == RelayState.LIVE for state in active):
-            status["state"] = "live"
+            state = "live"
         else:
-            status["state"] = "degraded"
-    status["destinations"] = relays
+            state = "degraded"
+    status: dict[str, Any] = {
+        "state": state,
+        "reason": session.end_reason or None,
+        "node": session.node_name,
+        "region": session.region,
+        "server": {"hostname": session.hostname, "lastCheck": _iso(last_check)},
+        "ingestUrl": session.ingest_url,
+        "startedAt": _iso(session.started_at),
+        "endedAt": _iso(session.ended_at),
+    }
+    if session.resumed_at:
+        status["resumedAt"] = _iso(session.resumed_at)
+    status["destinations"] = statuses
     return status
 
 
-def relay_payload(destination: Destination, *, reporting: bool | None = None) -> dict[str, Any]:
-    """One relay as the relay API shows it: the provisionStatus item plus the controls."""
-    if reporting is None:
-        reporting = node_reporting(destination.stream)
+def relay_item(destination: Destination, relay: Relay | None, *, reporting: bool) -> dict[str, Any]:
+    """One relay as the relay API shows it: the provisionStatus item plus the controls.
+    ``relay``: its report in the stream's latest session (session_relays), if any."""
+    streaming = destination.stream.is_streaming
     return {
-        **_relay_status(destination, reporting=reporting),
+        **_relay_status(destination, relay, streaming=streaming, reporting=reporting),
         "isActive": destination.is_active,
         "isMuted": destination.is_muted,
     }
 
 
+def _session_relay(destination: Destination) -> Relay | None:
+    session_id = destination.stream.session_id
+    if session_id is None:
+        return None
+    return Relay.objects.filter(session_id=session_id, destination=destination).first()
+
+
+def relay_payload(destination: Destination) -> dict[str, Any]:
+    return relay_item(
+        destination,
+        _session_relay(destination),
+        reporting=node_reporting(destination.stream),
+    )
+
+
 def relay_list(*, stream: Stream) -> list[dict[str, Any]]:
-    destinations = stream.destinations.select_related("relay").order_by("id")
+    destinations = stream.destinations.order_by("id")
     reporting = node_reporting(stream)
-    return [relay_payload(d, reporting=reporting) for d in destinations]
+    relays = session_relays(stream)
+    return [relay_item(d, relays.get(d.pk), reporting=reporting) for d in destinations]
 
 
 def relay_detail(*, destination: Destination) -> dict[str, Any]:
     """With the relay's last log lines. The node redacts keys; this redacts again, so a line
     the node missed (say, an error echoing an old key) still never shows the current one."""
-    relay: Relay | None = getattr(destination, "relay", None)
+    relay = _session_relay(destination)
     secrets = (destination.stream_key, destination.stream.stream_key)
-    lines = [redact(line, secrets) for line in list(relay.log)[-100:]] if relay else []
-    return {**relay_payload(destination), "log": lines}
+    lines = [redact(line, secrets) for line in list(relay.log)[-LOG_LINES_KEPT:]] if relay else []
+    reporting = node_reporting(destination.stream)
+    return {**relay_item(destination, relay, reporting=reporting), "log": lines}
+
+
+def session_list(*, stream: Stream, before: str | None = None) -> list[dict[str, Any]]:
+    """The stream's sessions, newest first, RIG_SESSIONS_PAGE at a time; ``before`` (a session
+    id of this stream) pages back from it."""
+    sessions = stream.sessions.order_by("-started_at", "-id")
+    if before is not None:
+        pk = _uuid(before)
+        anchor = stream.sessions.filter(pk=pk).first() if pk else None
+        if anchor is None:
+            raise invalid_input("before", "Not a session of this stream.")
+        sessions = sessions.filter(
+            Q(started_at__lt=anchor.started_at) | Q(started_at=anchor.started_at, id__lt=anchor.pk)
+        )
+    page = list(
+        sessions.prefetch_related(Prefetch("relays", Relay.objects.order_by("destination_id")))[
+            : settings.RIG_SESSIONS_PAGE
+        ]
+    )
+    return [_session_payload(session) for session in page]
+
+
+def _session_payload(session: Session) -> dict[str, Any]:
+    ended = session.ended_at
+    duration = ((ended or timezone.now()) - session.started_at).total_seconds()
+    return {
+        "id": str(session.pk),
+        "startedAt": _iso(session.started_at),
+        "endedAt": _iso(ended),
+        "resumedAt": _iso(session.resumed_at),
+        "durationS": round(duration, 1),
+        "reason": session.end_reason or None,
+        "node": session.node_name,
+        "region": session.region,
+        "destinations": [
+            {
+                "id": relay.destination_id,
+                "service": relay.service,
+                "state": relay.state,
+                "bytesSent": relay.bytes_sent,
+                "restarts": relay.restarts,
+                "lastError": relay.last_error or None,
+            }
+            for relay in session.relays.all()
+        ],
+    }

@@ -7,7 +7,7 @@ Whenever a live stream's desired fan-out changes, the serving node is nudged aft
 
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,10 +17,11 @@ from django.utils import timezone
 
 from accounts.models import User
 from agents.models import IngestNode
+from agents.node.protocol import RelayState
 from rig.api import ApiError, ErrorCode, invalid_input, not_found
 from rig.enqueue import enqueue_after_commit
 from streams import destinations as urls
-from streams.models import Destination, Relay, RelayState, Service, Stream
+from streams.models import Destination, Service, Session, Stream
 from streams.selectors import relays_wanted, stream_by_key
 from webhooks.services import event_emit
 
@@ -40,37 +41,43 @@ def _nudge_after_commit(node_id: int | None) -> None:
 
 
 def _nudge_if_live(stream: Stream) -> None:
-    if stream.is_streaming:
-        _nudge_after_commit(stream.node_id)
+    session = stream.live_session
+    if session is not None:
+        _nudge_after_commit(session.node_id)
 
 
-def _stream_event(stream: Stream, event: str) -> None:
+def _iso(when: datetime | None) -> str | None:
+    return when.isoformat() if when else None
+
+
+def _stream_event(stream: Stream, session: Session, event: str) -> None:
     """A webhook event about the session; never the stream key (payloads leave the platform)."""
-    status = stream.provision_status or {}
-    fields = ("node", "region", "reason", "startedAt", "endedAt")
-    data = {"streamID": str(stream.id), **{field: status.get(field) for field in fields}}
+    data = {
+        "streamID": str(stream.id),
+        "node": session.node_name,
+        "region": session.region,
+        "reason": session.end_reason or None,
+        "startedAt": _iso(session.started_at),
+        "endedAt": _iso(session.ended_at),
+    }
     event_emit(user_id=stream.owner_id, event=event, data=data)
 
 
 NODE_LOST = "node lost"
 
 
-def _session_end(stream: Stream, *, reason: str, keep_publisher: bool = False) -> None:
-    """Close the live session in the database; the node drops what no longer should run.
-    ``keep_publisher`` remembers nginx's client id, so the session can be taken back."""
-    was_node = stream.node_id
-    status = dict(stream.provision_status or {})
-    status.update(state="stopped", reason=reason, endedAt=timezone.now().isoformat())
-    stream.is_streaming = False
-    if not keep_publisher:
-        stream.publish_client_id = ""
-    stream.provision_status = status
-    stream.save(update_fields=["is_streaming", "publish_client_id", "provision_status"])
-    Relay.objects.filter(destination__stream=stream).update(
-        state=RelayState.STOPPED, bitrate_kbps=None, fps=None
-    )
-    _nudge_after_commit(was_node)
-    _stream_event(stream, "stream.ended")
+def _session_end(stream: Stream, *, reason: str) -> None:
+    """Close the stream's live session (the stream row is locked); the node drops what no longer
+    should run. A session ended as NODE_LOST can be taken back (publishers_seen)."""
+    session = stream.live_session
+    if session is None:
+        return
+    session.ended_at = timezone.now()
+    session.end_reason = reason
+    session.save(update_fields=["ended_at", "end_reason"])
+    session.relays.update(state=RelayState.STOPPED, bitrate_kbps=None, fps=None)
+    _nudge_after_commit(session.node_id)
+    _stream_event(stream, session, "stream.ended")
 
 
 # --- streams -------------------------------------------------------------------------------
@@ -200,21 +207,21 @@ def destination_delete(*, destination: Destination) -> None:
 # --- publish lifecycle (nginx-rtmp on_publish / on_publish_done, the agent's reports) -------
 
 
-def _publisher_stale(stream: Stream, node: IngestNode) -> bool:
+def _publisher_stale(session: Session, node: IngestNode) -> bool:
     """A live session its node stopped vouching for (agent reports) may be taken over: at once
     when the serving node itself said twice that nginx no longer has the publisher (nginx was
     restarted and OBS reconnects there), else after RIG_PUBLISHER_STALE_S."""
-    if stream.publisher_seen_at is None:
+    if session.publisher_seen_at is None:
         return True
-    if stream.node_id == node.pk and stream.publisher_missed >= 2:
+    if session.node_id == node.pk and session.publisher_missed >= 2:
         return True
     limit = timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
-    return timezone.now() - stream.publisher_seen_at > limit
+    return timezone.now() - session.publisher_seen_at > limit
 
 
 def _relays_on_node(node: IngestNode, *, besides: Stream) -> int:
     """Relays the node runs for its live sessions (one per active destination)."""
-    return relays_wanted().filter(stream__node=node).exclude(stream=besides).count()
+    return relays_wanted().filter(stream__session__node=node).exclude(stream=besides).count()
 
 
 def _check_node_admits(node: IngestNode, stream: Stream) -> None:
@@ -237,103 +244,107 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
 @transaction.atomic
 def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
     # The node's row serializes its publishes, so two at once cannot both take the last slot.
-    # Lock order everywhere: node, then stream.
+    # Lock order everywhere: node, then stream (whose row guards its sessions).
     node = IngestNode.objects.select_for_update().get(pk=node.pk)
     stream = stream_by_key(key=key, for_update=True)
     if stream is None:
         raise not_found("Stream")
     if not stream.is_active:
         raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Stream is deactivated", 403)
-    if stream.is_streaming:
-        if stream.node_id == node.pk and stream.publish_client_id == client_id:
+    live = stream.live_session
+    if live is not None:
+        if live.node_id == node.pk and live.client_id == client_id:
             return stream  # the same publisher asked again
-        if not _publisher_stale(stream, node):
+        if not _publisher_stale(live, node):
             raise ApiError(ErrorCode.IN_USE, "Stream is already live", 409)
     _check_node_admits(node, stream)
-    if stream.is_streaming:  # a session nobody vouches for any more ends here
+    if live is not None:  # a session nobody vouches for any more ends here
         _session_end(stream, reason="publisher replaced")
     now = timezone.now()
-    stream.is_streaming = True
-    stream.node = node
-    stream.publish_client_id = client_id
-    stream.publisher_seen_at = now
-    stream.publisher_missed = 0
-    stream.provision_status = {
-        "state": "provisioning",
-        "reason": None,
-        "node": node.name,
-        "region": node.region,
-        "server": {"hostname": node.hostname, "lastCheck": now.isoformat()},
-        "ingestUrl": node.rtmp_url,
-        "startedAt": now.isoformat(),
-        "endedAt": None,
-    }
-    stream.save()
-    Relay.objects.filter(destination__stream=stream).delete()  # a new session starts clean
+    stream.session = Session.objects.create(
+        stream=stream,
+        node=node,
+        node_name=node.name,
+        region=node.region,
+        hostname=node.hostname,
+        ingest_url=node.rtmp_url,
+        client_id=client_id,
+        started_at=now,
+        publisher_seen_at=now,
+    )
+    stream.save(update_fields=["session"])
+    _sessions_prune(stream)
     _nudge_after_commit(node.pk)
-    _stream_event(stream, "stream.live")
+    _stream_event(stream, stream.session, "stream.live")
     return stream
+
+
+def _sessions_prune(stream: Stream) -> None:
+    """A stream keeps its last RIG_SESSIONS_KEPT sessions as history."""
+    old = stream.sessions.order_by("-started_at", "-id")[settings.RIG_SESSIONS_KEPT :]
+    Session.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
 
 
 def publishers_seen(*, node: IngestNode, keys: list[str]) -> None:
     """The node's nginx receives these keys now: vouch for their sessions, and end sessions on
     the node whose publisher is gone for longer than the grace a fresh publish needs to appear."""
     now = timezone.now()
-    live = Stream.objects.filter(node=node, is_streaming=True)
-    live.filter(stream_key__in=keys).update(publisher_seen_at=now, publisher_missed=0)
-    live.exclude(stream_key__in=keys).update(publisher_missed=F("publisher_missed") + 1)
+    live = Session.objects.filter(node=node, ended_at__isnull=True)
+    live.filter(stream__stream_key__in=keys).update(publisher_seen_at=now, publisher_missed=0)
+    live.exclude(stream__stream_key__in=keys).update(publisher_missed=F("publisher_missed") + 1)
     cutoff = now - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
-    for stream in live.exclude(stream_key__in=keys).filter(publisher_seen_at__lt=cutoff):
+    gone = live.exclude(stream__stream_key__in=keys).filter(publisher_seen_at__lt=cutoff)
+    for session_id, stream_id in gone.values_list("pk", "stream_id"):
         with transaction.atomic():
-            locked = Stream.objects.select_for_update().get(pk=stream.pk)
-            if locked.is_streaming and locked.node_id == node.pk:
-                _session_end(locked, reason="publisher gone")
+            stream = Stream.objects.select_for_update().get(pk=stream_id)
+            if stream.session_id == session_id and stream.is_streaming:
+                _session_end(stream, reason="publisher gone")
     # A node that was cut off long enough to be declared lost, and reports again with the same
     # publisher still connected, takes the session back: nothing reconnects. Not if the stream
     # went live elsewhere, or was deactivated or given a new key meanwhile.
     lost = Stream.objects.filter(
-        node=node, is_streaming=False, is_active=True, stream_key__in=keys
-    ).exclude(publish_client_id="")
-    for stream in lost:
+        session__node=node,
+        session__end_reason=NODE_LOST,
+        is_active=True,
+        stream_key__in=keys,
+    ).exclude(session__client_id="")
+    for stream_id in lost.values_list("pk", flat=True):
         with transaction.atomic():
-            locked = Stream.objects.select_for_update().get(pk=stream.pk)
-            status = locked.provision_status or {}
+            stream = Stream.objects.select_for_update().get(pk=stream_id)
+            session = stream.session
             if (
-                not locked.is_streaming
-                and locked.is_active
-                and locked.node_id == node.pk
-                and locked.publish_client_id
-                and status.get("reason") == NODE_LOST
+                session is not None
+                and session.ended_at is not None
+                and session.end_reason == NODE_LOST
+                and session.node_id == node.pk
+                and session.client_id
+                and stream.is_active
+                and stream.stream_key in keys
             ):
-                _session_resume(locked)
+                _session_resume(stream, session)
 
 
-def _session_resume(stream: Stream) -> None:
+def _session_resume(stream: Stream, session: Session) -> None:
     now = timezone.now()
-    status = dict(stream.provision_status or {})
-    status.update(state="provisioning", reason=None, endedAt=None, resumedAt=now.isoformat())
-    stream.is_streaming = True
-    stream.publisher_seen_at = now
-    stream.publisher_missed = 0
-    stream.provision_status = status
-    stream.save(
-        update_fields=["is_streaming", "publisher_seen_at", "publisher_missed", "provision_status"]
-    )
-    logger.info("stream %s resumed on node %s after the node came back", stream.pk, stream.node_id)
-    _nudge_after_commit(stream.node_id)
-    _stream_event(stream, "stream.live")
+    session.ended_at = None
+    session.end_reason = ""
+    session.resumed_at = now
+    session.publisher_seen_at = now
+    session.publisher_missed = 0
+    session.save()
+    logger.info("stream %s resumed on node %s after the node came back", stream.pk, session.node_id)
+    _nudge_after_commit(session.node_id)
+    _stream_event(stream, session, "stream.live")
 
 
 @transaction.atomic
 def publish_end(*, node: IngestNode, key: str, client_id: str) -> None:
     """Idempotent: only the session that ends is closed, whatever order hooks arrive in."""
     stream = stream_by_key(key=key, for_update=True)
-    if (
-        stream is not None
-        and stream.is_streaming
-        and stream.node_id == node.pk
-        and stream.publish_client_id == client_id
-    ):
+    if stream is None:
+        return
+    session = stream.live_session
+    if session is not None and session.node_id == node.pk and session.client_id == client_id:
         _session_end(stream, reason="publisher disconnected")
 
 
@@ -343,9 +354,13 @@ def sessions_end_on_lost_node(*, node: IngestNode) -> list[Stream]:
     node that comes back with the same publisher takes the session back (publishers_seen); a
     publisher that reconnects instead starts a new session where it lands."""
     ended = []
-    for stream in Stream.objects.select_for_update().filter(node=node, is_streaming=True):
-        _session_end(stream, reason=NODE_LOST, keep_publisher=True)
-        ended.append(stream)
+    live = Stream.objects.filter(session__node=node, session__ended_at__isnull=True)
+    for stream in Stream.objects.select_for_update().filter(
+        pk__in=list(live.values_list("pk", flat=True))
+    ):
+        if stream.live_session is not None and stream.live_session.node_id == node.pk:
+            _session_end(stream, reason=NODE_LOST)
+            ended.append(stream)
     return ended
 
 

@@ -15,6 +15,7 @@ urlpatterns = [
         apis.DestinationDetailApi.as_view(),
         "destination-detail",
     ),
+    route(rf"streams/{_ID}/sessions", apis.SessionListApi.as_view(), "session-list"),
     route(rf"streams/{_ID}/relays", apis.RelayListApi.as_view(), "relay-list"),
     route(rf"streams/{_ID}/relays/{_DEST}", apis.RelayDetailApi.as_view(), "relay-detail"),
     route(

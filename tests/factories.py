@@ -1,10 +1,14 @@
 """Test data factories."""
 
+from typing import Any
+
 import factory
+from django.utils import timezone
 
 from accounts.models import User
 from agents.models import IngestNode, new_node_token, token_hash
-from streams.models import Destination, Service, Stream
+from streams import selectors
+from streams.models import Destination, Relay, Service, Session, Stream
 from streams.services import new_stream_key
 
 PASSWORD = "Hop0nTh4tM4ng0Tree"
@@ -43,3 +47,48 @@ def node_create(name: str = "node1", **fields: object) -> tuple[IngestNode, str]
         name=name, token_hash=token_hash(token), **{**defaults, **fields}
     )
     return node, token
+
+
+def session_start(stream: Stream, node: IngestNode, client_id: str = "1") -> Session:
+    """A live session on ``node``, as a publish would start it (without the hook)."""
+    now = timezone.now()
+    stream.session = Session.objects.create(
+        stream=stream,
+        node=node,
+        node_name=node.name,
+        region=node.region,
+        hostname=node.hostname,
+        ingest_url=node.rtmp_url,
+        client_id=client_id,
+        started_at=now,
+        publisher_seen_at=now,
+    )
+    stream.save(update_fields=["session"])
+    return stream.session
+
+
+def relay_row(destination: Destination, **fields: Any) -> Relay:
+    """A node's report on the relay to ``destination`` in its stream's latest session."""
+    stream = Stream.objects.get(pk=destination.stream_id)
+    assert stream.session is not None
+    return Relay.objects.create(
+        session=stream.session, destination=destination, service=destination.service, **fields
+    )
+
+
+def relay_of(destination: Destination) -> Relay:
+    """The relay to ``destination`` in its stream's latest session."""
+    return Relay.objects.get(session__stream__pk=destination.stream_id, destination=destination)
+
+
+def session_of(stream: Stream) -> Session:
+    """The stream's latest session, fresh from the database."""
+    session = Stream.objects.get(pk=stream.pk).session
+    assert session is not None
+    return session
+
+
+def provision(stream: Stream) -> Any:
+    """The stream's provisionStatus as the API renders it."""
+    stream = Stream.objects.get(pk=stream.pk)
+    return selectors.provision_status(stream, list(stream.destinations.order_by("id")))

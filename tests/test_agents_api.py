@@ -9,9 +9,17 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from agents.models import IngestNode
-from streams.models import Relay, Stream
+from streams.models import Relay, Session, Stream
 from tests.conftest import assert_error, assert_ok, client_for
-from tests.factories import DestinationFactory, StreamFactory, node_create
+from tests.factories import (
+    DestinationFactory,
+    StreamFactory,
+    node_create,
+    provision,
+    relay_of,
+    relay_row,
+    session_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -105,9 +113,9 @@ def test_publish_accepts_and_marks_live(node_and_token, alice_stream: Stream) ->
     assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
     alice_stream.refresh_from_db()
     assert alice_stream.is_streaming is True
-    assert alice_stream.node == node
-    status: Any = alice_stream.provision_status
-    assert status["state"] == "provisioning"
+    assert session_of(alice_stream).node == node
+    status: Any = provision(alice_stream)
+    assert status["state"] == "live"  # no destinations: nothing to wait for
     assert status["node"] == "node1"
     assert status["ingestUrl"] == node.rtmp_url
 
@@ -120,8 +128,7 @@ def test_publish_refusals(node_and_token, alice: User) -> None:
     live = StreamFactory.create(owner=alice)
     assert_ok(form_hook(token, "publish", live.stream_key, clientid="1"), "OK")
     assert_error(form_hook(token, "publish", live.stream_key, clientid="2"), 409, 1009)
-    live.refresh_from_db()
-    assert live.publish_client_id == "1"  # the first publisher keeps the stream
+    assert session_of(live).client_id == "1"  # the first publisher keeps the stream
     assert_error(form_hook(token, "publish", live.stream_key, app="other"), 404, 1000)
     inactive.refresh_from_db()
     assert inactive.is_streaming is False
@@ -144,12 +151,13 @@ def test_stale_session_can_be_taken_over(node_and_token, alice_stream: Stream, s
     """A publisher that vanished without publish_done must not lock the key forever."""
     _, token = node_and_token
     assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="1"), "OK")
-    Stream.objects.filter(pk=alice_stream.pk).update(
+    Session.objects.filter(stream=alice_stream).update(
         publisher_seen_at=timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
     )
     assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), "OK")
-    alice_stream.refresh_from_db()
-    assert alice_stream.publish_client_id == "2"
+    assert session_of(alice_stream).client_id == "2"
+    first = alice_stream.sessions.get(client_id="1")
+    assert first.end_reason == "publisher replaced"  # history keeps the session it replaced
 
 
 def test_a_restarted_ingest_takes_its_publisher_back_at_once(
@@ -167,8 +175,8 @@ def test_a_restarted_ingest_takes_its_publisher_back_at_once(
     assert_ok(node_client.post("/agents/status", silent, format="json"), "Status recorded")
     assert_error(form_hook(token2, "publish", alice_stream.stream_key), 409, 1009)  # elsewhere
     assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), "OK")
-    alice_stream.refresh_from_db()
-    assert (alice_stream.publish_client_id, alice_stream.publisher_missed) == ("2", 0)
+    session = session_of(alice_stream)
+    assert (session.client_id, session.publisher_missed) == ("2", 0)
 
 
 def test_a_vouched_publisher_is_never_taken_over(node_and_token, alice_stream: Stream) -> None:
@@ -195,15 +203,15 @@ def test_publish_done_ends_session(node_and_token, alice_stream: Stream) -> None
     _, token = node_and_token
     destination = DestinationFactory.create(stream=alice_stream)
     form_hook(token, "publish", alice_stream.stream_key)
-    Relay.objects.create(destination=destination, state="live", bitrate_kbps=6000)
+    relay_row(destination, state="live", bitrate_kbps=6000)
     assert_ok(form_hook(token, "publish_done", alice_stream.stream_key), "OK")
     alice_stream.refresh_from_db()
     assert alice_stream.is_streaming is False
-    status: Any = alice_stream.provision_status
+    status: Any = provision(alice_stream)
     assert status["state"] == "stopped"
     assert status["reason"] == "publisher disconnected"
     assert status["endedAt"]
-    assert Relay.objects.get(pk=destination.pk).state == "stopped"
+    assert relay_of(destination).state == "stopped"
 
 
 def test_publish_done_out_of_order_leaves_new_session(node_and_token, alice_stream: Stream) -> None:
@@ -216,7 +224,7 @@ def test_publish_done_out_of_order_leaves_new_session(node_and_token, alice_stre
     assert_ok(form_hook(token, "publish_done", alice_stream.stream_key, clientid="1"), "OK")
     alice_stream.refresh_from_db()
     assert alice_stream.is_streaming is True
-    assert alice_stream.publish_client_id == "2"
+    assert session_of(alice_stream).client_id == "2"
 
 
 def test_forged_name_in_publisher_args_is_ignored(node_and_token, alice: User) -> None:
@@ -227,7 +235,7 @@ def test_forged_name_in_publisher_args_is_ignored(node_and_token, alice: User) -
         token, "publish", victim.stream_key[:-1] + "x", args=f"name={mine.stream_key}"
     )
     assert_error(response, 404, 1000)
-    assert not Stream.objects.filter(is_streaming=True).exists()
+    assert not Session.objects.exists()
 
 
 def test_change_key_while_live_ends_session(
@@ -251,7 +259,7 @@ def test_deactivate_while_live_ends_session(
     live = assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node")
     assert live == []  # the agent drops the publisher and stops its relays
     alice_stream.refresh_from_db()
-    status: Any = alice_stream.provision_status
+    status: Any = provision(alice_stream)
     assert (alice_stream.is_streaming, status["reason"]) == (
         False,
         "stream deactivated",
@@ -314,7 +322,7 @@ def relay_report(destination_id: int, state: str = "live", **extra: object) -> d
         "restarts": 1,
         "since": 1_790_000_000.0,
         "lastError": None,
-        "log": ["frame=1"],
+        "newLog": ["frame=1"],
         **extra,
     }
 
@@ -394,7 +402,7 @@ def test_status_report_ignores_foreign_destination_ids(node_and_token, alice_str
         {"streams": [{"streamKey": "k", "relays": [{"destinationId": 1, "state": "dancing"}]}]},
         {"streams": [{"streamKey": 5, "relays": []}]},
         {"streams": "nope"},
-        {"streams": [{"streamKey": "k", "relays": [relay_report(1, log=["x"] * 101)]}]},
+        {"streams": [{"streamKey": "k", "relays": [relay_report(1, newLog=["x"] * 101)]}]},
     ],
 )
 def test_status_report_bad_input_is_1005(node_client: APIClient, body: dict) -> None:
@@ -410,7 +418,7 @@ def test_reported_publishers_keep_sessions_and_vanished_ones_end(
     for n, stream in enumerate((present, vanished, fresh)):
         form_hook(token, "publish", stream.stream_key, clientid=str(n + 1))
     old = timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
-    Stream.objects.filter(pk__in=[present.pk, vanished.pk]).update(publisher_seen_at=old)
+    Session.objects.filter(stream__in=[present, vanished]).update(publisher_seen_at=old)
     body = {"streams": [], "publishers": [present.stream_key]}
     assert_ok(
         client_for(token=token).post("/agents/status", body, format="json"), "Status recorded"
@@ -418,10 +426,11 @@ def test_reported_publishers_keep_sessions_and_vanished_ones_end(
     for stream in (present, vanished, fresh):
         stream.refresh_from_db()
     assert present.is_streaming
-    assert present.publisher_seen_at is not None and present.publisher_seen_at > old
+    seen = session_of(present).publisher_seen_at
+    assert seen is not None and seen > old
     assert fresh.is_streaming  # just published: not in nginx's list yet, within the grace
     assert not vanished.is_streaming
-    status: Any = vanished.provision_status
+    status: Any = provision(vanished)
     assert status["reason"] == "publisher gone"
 
 
@@ -429,7 +438,7 @@ def test_report_without_publishers_ends_nothing(node_and_token, alice_stream, se
     _, token = node_and_token
     form_hook(token, "publish", alice_stream.stream_key)
     old = timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
-    Stream.objects.filter(pk=alice_stream.pk).update(publisher_seen_at=old)
+    Session.objects.filter(stream=alice_stream).update(publisher_seen_at=old)
     client_for(token=token).post("/agents/status", {"streams": []}, format="json")
     alice_stream.refresh_from_db()
     assert alice_stream.is_streaming  # nginx's view unknown: neither vouched for nor ended

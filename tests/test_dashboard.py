@@ -12,9 +12,18 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from agents.models import IngestNode
-from streams.models import Destination, Relay, RelayState, Stream
+from agents.node.protocol import RelayState
+from streams.models import Destination, Relay, Session, Stream
 from tests.conftest import assert_error, client_for
-from tests.factories import PASSWORD, DestinationFactory, StreamFactory, UserFactory, node_create
+from tests.factories import (
+    PASSWORD,
+    DestinationFactory,
+    StreamFactory,
+    UserFactory,
+    node_create,
+    relay_row,
+    session_start,
+)
 from webhooks.models import WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
@@ -256,22 +265,22 @@ def test_a_form_without_the_csrf_token_is_refused(alice: User, alice_stream: Str
 
 def _live_stream(owner: User, destinations: int) -> Stream:
     node, _ = node_create(f"n{destinations}", last_seen_at=timezone.now())
-    stream = StreamFactory.create(owner=owner, is_streaming=True, node=node)
+    stream = StreamFactory.create(owner=owner)
+    session_start(stream, node)
     for _ in range(destinations):
         destination = DestinationFactory.create(stream=stream)
-        Relay.objects.create(
-            destination=destination, state=RelayState.LIVE, bitrate_kbps=3100.4, fps=30.0
-        )
+        relay_row(destination, state=RelayState.LIVE, bitrate_kbps=3100.4, fps=30.0)
     return stream
 
 
 @pytest.mark.parametrize("destinations", [1, 6])
-def test_status_refresh_costs_one_request_and_four_queries(
+def test_status_refresh_costs_one_request_and_five_queries(
     alice_page: Client, alice: User, destinations: int, django_assert_num_queries: Any
 ) -> None:
     stream = _live_stream(alice, destinations)
-    # session, user, the stream with its node, its destinations with their relays
-    with django_assert_num_queries(4):
+    # login session, user, the stream with its publish session and node, its destinations,
+    # their relays in that session
+    with django_assert_num_queries(5):
         response = alice_page.get(f"/app/streams/{stream.id}/live")
     html = response.content.decode()
     assert html.count('hx-swap-oob="true"') == destinations + 1
@@ -282,9 +291,9 @@ def test_status_refresh_costs_one_request_and_four_queries(
 
 def test_shown_states_use_a_persons_words(alice_page: Client, alice: User) -> None:
     stream = _live_stream(alice, 1)
-    relay = Relay.objects.get(destination__stream=stream)
+    relay = Relay.objects.get(session__stream=stream)
     for state, shown in [
-        (RelayState.PENDING, "starting"),
+        (RelayState.STARTING, "starting"),
         (RelayState.RECONNECTING, "reconnecting"),
         (RelayState.FAILED, "failed"),
     ]:
@@ -296,15 +305,33 @@ def test_shown_states_use_a_persons_words(alice_page: Client, alice: User) -> No
     IngestNode.objects.update(last_seen_at=timezone.now() - timedelta(seconds=6))
     html = alice_page.get(f"/app/streams/{stream.id}/live").content.decode()
     assert 'data-testid="state">offline<' in html  # its node went quiet: no longer "live"
-    Stream.objects.filter(pk=stream.pk).update(is_streaming=False)
+    Session.objects.filter(stream=stream).update(ended_at=timezone.now())
     html = alice_page.get(f"/app/streams/{stream.id}/live").content.decode()
     assert 'data-testid="state">offline<' in html
+
+
+def test_stream_page_lists_recent_sessions(alice_page: Client, alice: User) -> None:
+    stream = StreamFactory.create(owner=alice)
+    html = alice_page.get(f"/app/streams/{stream.id}").content.decode()
+    assert "No sessions yet" in html
+    stream = _live_stream(alice, 1)
+    relay = Relay.objects.get(session__stream=stream)
+    Relay.objects.filter(pk=relay.pk).update(bytes_sent=5_300_000, restarts=2)
+    Session.objects.filter(stream=stream).update(
+        ended_at=timezone.now(), end_reason="publisher disconnected"
+    )
+    session_start(stream, IngestNode.objects.get(), client_id="2")  # live again
+    html = alice_page.get(f"/app/streams/{stream.id}").content.decode()
+    assert html.count("<tr>") == 3  # the header and two sessions, newest first
+    assert html.index("live now") < html.index("publisher disconnected")
+    assert "YouTube: 5.1\xa0MB, 2 restarts" in html
+    assert "nothing relayed" in html  # the new session has no report yet
 
 
 def test_relay_log_shows_the_last_lines_without_the_key(alice_page: Client, alice: User) -> None:
     stream = _live_stream(alice, 1)
     destination = stream.destinations.get()
-    Relay.objects.filter(pk=destination.pk).update(
+    Relay.objects.filter(destination=destination).update(
         log=["line one", f"error at rtmp://x/{destination.stream_key}"]
     )
     page = alice_page.get(f"/app/streams/{stream.id}/destinations/{destination.pk}/log")

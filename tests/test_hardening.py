@@ -196,13 +196,13 @@ def test_a_key_a_node_missed_is_redacted_before_it_is_stored(
         "destinationId": destination.pk,
         "state": "failed",
         "lastError": f"{source}: Input/output error",
-        "log": [f"Opening {source}", "rtmp://yt/live2/dest-secret refused"],
+        "newLog": [f"Opening {source}", "rtmp://yt/live2/dest-secret refused"],
     }
     body = {"streams": [{"streamKey": alice_stream.stream_key, "relays": [relay]}]}
     assert_ok(
         client_for(token=token).post("/agents/status", body, format="json"), "Status recorded"
     )
-    stored = Relay.objects.get(pk=destination.pk)
+    stored = Relay.objects.get(destination=destination)
     text = stored.last_error + "\n".join(stored.log)
     assert alice_stream.stream_key not in text and "dest-secret" not in text
     assert "live/***" in stored.last_error

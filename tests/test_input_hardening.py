@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import User
+from agents.node.protocol import REPORT_MAX_BYTES
 from streams.models import Destination, Stream
 from tests.conftest import assert_error, client_for
 from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
@@ -73,7 +74,8 @@ def test_non_json_content_type_is_1002(world, method, path, who, valid, content_
 
 @pytest.mark.parametrize(("method", "path", "who", "valid"), BODY_ENDPOINTS, ids=IDS)
 def test_oversized_body_is_413(world, method, path, who, valid, settings) -> None:
-    big = b'{"x": "' + b"a" * (settings.RIG_MAX_BODY_BYTES + 10) + b'"}'
+    limit = REPORT_MAX_BYTES if path == "/agents/status" else settings.RIG_MAX_BODY_BYTES
+    big = b'{"x": "' + b"a" * (limit + 10) + b'"}'
     response = _send(world, method, path, who, data=big, content_type="application/json")
     assert_error(response, 413, 1005)
     _unchanged(world)

@@ -19,11 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
 from agents.models import IngestNode
+from agents.node.protocol import RelayState
 from agents.tasks import node_nudge
 from rig.metrics import task_outcome_record
-from streams.models import Relay, RelayState, Stream
+from streams.models import Stream
 from tests.conftest import ROOT, _test_database_url, assert_error
-from tests.factories import DestinationFactory, StreamFactory, node_create
+from tests.factories import DestinationFactory, StreamFactory, node_create, relay_row, session_start
 from tests.media.harness import stop
 from tests.test_agents_api import form_hook
 
@@ -49,13 +50,12 @@ def value(samples: dict, name: str, **labels: str) -> float:
 @pytest.fixture
 def live_stream(alice, node: IngestNode) -> Stream:
     """Alice live on node1 with three relays (two live, one failed) and a muted-off fourth."""
-    stream = StreamFactory.create(owner=alice, is_streaming=True, node=node)
+    stream = StreamFactory.create(owner=alice)
+    session_start(stream, node)
     states = [RelayState.LIVE, RelayState.LIVE, RelayState.FAILED]
     for i, state in enumerate(states):
         destination = DestinationFactory.create(stream=stream, stream_key=f"secret-dest-key-{i}")
-        Relay.objects.create(
-            destination=destination, state=state, bytes_sent=1000 * (i + 1), restarts=i
-        )
+        relay_row(destination, state=state, bytes_sent=1000 * (i + 1), restarts=i)
     IngestNode.objects.filter(pk=node.pk).update(last_seen_at=timezone.now() - timedelta(seconds=5))
     StreamFactory.create(owner=alice)  # idle
     return stream
@@ -69,16 +69,15 @@ def test_gauges_show_streams_relays_and_nodes(live_stream: Stream) -> None:
     samples = scrape()
 
     assert value(samples, "rig_streams_live") == 1
-    by_state = {state: value(samples, "rig_relays", state=state) for state in RelayState.values}
+    by_state = {state: value(samples, "rig_relays", state=state) for state in RelayState}
     assert by_state == {
-        "pending": 0,
         "starting": 0,
         "live": 2,
         "reconnecting": 0,
         "failed": 1,
         "stopped": 0,
     }
-    assert all(("rig_relays", (("state", state),)) in samples for state in RelayState.values)
+    assert all(("rig_relays", (("state", state),)) in samples for state in RelayState)
     destinations = list(live_stream.destinations.order_by("id"))
     for i, destination in enumerate(destinations):
         labels = {
@@ -104,7 +103,7 @@ def test_scrape_costs_three_queries_however_many_relays(
         scrape()
     for i in range(10):
         destination = DestinationFactory.create(stream=live_stream)
-        Relay.objects.create(destination=destination, state=RelayState.STARTING, restarts=i)
+        relay_row(destination, state=RelayState.STARTING, restarts=i)
     node_create("node3")
     with django_assert_num_queries(3):
         samples = scrape()

@@ -13,7 +13,13 @@ from agents.models import IngestNode, NodeWatch
 from agents.tasks import nodes_check
 from streams.models import Stream
 from tests.conftest import assert_error, assert_ok, client_for
-from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
+from tests.factories import (
+    DestinationFactory,
+    StreamFactory,
+    UserFactory,
+    node_create,
+    session_start,
+)
 from tests.media.harness import free_port
 from tests.test_agents_api import form_hook, relay_report
 
@@ -309,7 +315,8 @@ def test_node_back_does_not_take_back_what_changed_meanwhile(
     assert assert_ok(client_for(token=token).get("/agents/streams"), "Live streams for node") == []
     stream = Stream.objects.get(pk=alice_stream.pk)
     assert stream.is_streaming is (meanwhile == "moved")
-    assert stream.node_id != node.pk or not stream.is_streaming
+    assert stream.session is not None
+    assert stream.session.node_id != node.pk or not stream.is_streaming
 
 
 # --- where OBS should connect -----------------------------------------------------------------
@@ -336,7 +343,7 @@ def test_ingest_servers_lists_nodes_that_take_publishes(
     full = IngestNode.objects.get(name="full")
     other = StreamFactory.create(owner=alice)
     DestinationFactory.create(stream=other)
-    Stream.objects.filter(pk=other.pk).update(is_streaming=True, node=full)
+    session_start(other, full)
 
     servers = assert_ok(alice_client.get("/ingests?region=eu-west"), "Ingest servers")
     assert [(s["name"], s["region"], s["recommended"]) for s in servers] == [

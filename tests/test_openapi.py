@@ -423,7 +423,7 @@ def test_documented_payloads_match_real_answers(
                         "fps": 30.0,
                         "bytesSent": 1_000_000,
                         "since": 1_700_000_000.0,
-                        "log": ["ffmpeg: connected to a.rtmp.youtube.com"],
+                        "newLog": ["ffmpeg: connected to a.rtmp.youtube.com"],
                     }
                 ],
             }
@@ -477,6 +477,14 @@ def test_documented_payloads_match_real_answers(
 
     r = carol.post(f"/streams/{sid}/changeKey")
     documented(r, "post", "/streams/{stream_id}/changeKey", "New stream key")
+    # The session the key change ended, in the stream's history with what its relay sent.
+    sessions_path = "/streams/{stream_id}/sessions"
+    (ended,) = documented(
+        carol.get(f"/streams/{sid}/sessions"), "get", sessions_path, "Stream sessions"
+    )
+    assert ended["reason"] == "stream key changed" and ended["destinations"][0]["bytesSent"]
+    r = carol.get(f"/streams/{sid}/sessions?before=nope")
+    documented.error(r, "get", sessions_path, 400, 1005)
     r = carol.delete(f"/streams/{sid}/destinations/{did}")
     documented(r, "delete", one, "Stream destination deleted")
     r = carol.delete(f"/streams/{sid}")

@@ -28,7 +28,7 @@ def live(node_and_token: tuple[IngestNode, str], alice_stream: Stream, make_dest
             {
                 "streamKey": alice_stream.stream_key,
                 "relays": [
-                    relay_report(yt.pk, log=log),
+                    relay_report(yt.pk, newLog=log),
                     relay_report(tw.pk, "failed", lastError="Connection refused"),
                 ],
             }
@@ -85,11 +85,15 @@ def test_detail_keeps_only_the_last_100_lines(alice_client: APIClient, live: dic
             {"streamKey": live["stream"].stream_key, "relays": [relay_report(live["yt"].pk)]}
         ]
     }
-    body["streams"][0]["relays"][0]["log"] = lines
+    body["streams"][0]["relays"][0]["newLog"] = lines
     client_for(token=live["token"]).post("/agents/status", body, format="json")
     relay = assert_ok(alice_client.get(_url(live["stream"], live["yt"])), "Stream relay")
     assert relay["log"] == lines
-    body["streams"][0]["relays"][0]["log"] = [*lines, "one more"]
+    body["streams"][0]["relays"][0]["newLog"] = ["one more"]  # reports carry new lines only
+    client_for(token=live["token"]).post("/agents/status", body, format="json")
+    relay = assert_ok(alice_client.get(_url(live["stream"], live["yt"])), "Stream relay")
+    assert relay["log"] == [*lines[1:], "one more"]
+    body["streams"][0]["relays"][0]["newLog"] = [*lines, "one more"]
     assert_error(
         client_for(token=live["token"]).post("/agents/status", body, format="json"), 400, 1005
     )
@@ -208,7 +212,7 @@ def test_relays_of_a_silent_node_are_unknown_not_live(
     relays = assert_ok(alice_client.get(f"/streams/{stream.id}/relays"), "Stream relays")
     assert {r["state"] for r in relays if r["isActive"]} == {"live", "failed"}  # as reported
     quiet = timezone.now() - timedelta(seconds=settings.RIG_RELAY_REPORT_FRESH_S + 1)
-    IngestNode.objects.filter(pk=stream.node_id).update(last_seen_at=quiet)
+    IngestNode.objects.filter(sessions__stream=stream).update(last_seen_at=quiet)
     relays = assert_ok(alice_client.get(f"/streams/{stream.id}/relays"), "Stream relays")
     assert {r["state"] for r in relays if r["isActive"]} == {"unknown"}
     detail = assert_ok(alice_client.get(f"/streams/{stream.id}"), "Stream detail")

@@ -7,7 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from accounts.models import User
-from streams.models import Stream
+from streams.models import Session, Stream
 from tests.conftest import assert_ok, client_for
 from tests.factories import DestinationFactory, StreamFactory
 from tests.test_agents_api import form_hook, relay_report
@@ -254,7 +254,7 @@ def test_stale_session_taken_over_ends_with_an_event(
     _, token = node_and_token
     hook = webhook(alice)
     form_hook(token, "publish", alice_stream.stream_key)
-    Stream.objects.filter(pk=alice_stream.pk).update(
+    Session.objects.filter(stream=alice_stream).update(
         publisher_seen_at=timezone.now() - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S + 1)
     )
     _, other_token = node_create("node2")

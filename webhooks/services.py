@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import User
+from agents.node.protocol import RelayState
 from rig.api import ApiError, ErrorCode, invalid_input
 from rig.enqueue import enqueue_after_commit
 from webhooks import sender
@@ -138,11 +139,11 @@ def _enqueue_after_commit(delivery_ids: list[int]) -> None:
 def destination_event(previous: str, state: str) -> str | None:
     """The event a relay's state change is, if any: the first time live, live again after
     trouble, or newly failed."""
-    if state == "live" and previous in {"reconnecting", "failed"}:
+    if state == RelayState.LIVE and previous in {RelayState.RECONNECTING, RelayState.FAILED}:
         return "destination.recovered"
-    if state == "live" and previous != "live":
+    if state == RelayState.LIVE and previous != RelayState.LIVE:
         return "destination.live"
-    if state == "failed" and previous != "failed":
+    if state == RelayState.FAILED and previous != RelayState.FAILED:
         return "destination.failed"
     return None
 

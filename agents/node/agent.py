@@ -19,6 +19,7 @@ from typing import Any
 
 from agents.node import ingest
 from agents.node.client import ControlPlane, ControlPlaneError
+from agents.node.protocol import LAST_ERROR_CHARS, attach_new_log
 from agents.node.relay import RelaySnapshot, RelaySpec
 from agents.node.supervisor import Supervisor
 
@@ -131,6 +132,7 @@ class Agent:
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
+        self._log_sent: dict[str, int] = {}  # relay id -> its log lines the control plane has
         self._wake = threading.Event()
         self._report_now = threading.Event()
         self._stopping = threading.Event()
@@ -196,34 +198,56 @@ class Agent:
     def _relay_changed(self, snapshot: RelaySnapshot) -> None:
         self._report_now.set()
 
-    def status_report(self) -> list[dict[str, Any]]:
+    def status_report(self, publishers: list[str] | None = None) -> tuple[dict[str, Any], Any]:
+        """The heartbeat: relay figures, nginx's publishers (None: unknown) and the load, with
+        the log lines the control plane has not had yet as far as the protocol's budget
+        allows; and the log cursor to keep once the control plane took it."""
         by_stream: dict[str, list[dict[str, Any]]] = {}
+        logs: list[tuple[dict[str, Any], tuple[str, ...], str, int]] = []
+        keys = self._keys
         for snapshot in self.supervisor.states():
             stream_id, _, destination_id = snapshot.relay_id.partition(":")
+            if stream_id not in keys:
+                continue
             relay = snapshot.as_dict()
-            by_stream.setdefault(stream_id, []).append(
-                {
-                    "destinationId": int(destination_id),
-                    "state": relay["state"],
-                    "bitrateKbps": relay["bitrateKbps"],
-                    "fps": relay["fps"],
-                    "bytesSent": relay["bytesSent"],
-                    "restarts": relay["restarts"],
-                    "since": relay["since"],
-                    "lastError": relay["lastError"],
-                    "log": list(snapshot.log),
-                }
+            entry = {
+                "destinationId": int(destination_id),
+                "state": relay["state"],
+                "bitrateKbps": relay["bitrateKbps"],
+                "fps": relay["fps"],
+                "bytesSent": relay["bytesSent"],
+                "restarts": relay["restarts"],
+                "since": relay["since"],
+                "lastError": relay["lastError"] and relay["lastError"][:LAST_ERROR_CHARS],
+            }
+            by_stream.setdefault(stream_id, []).append(entry)
+            sent = self._log_sent.get(snapshot.relay_id, 0)
+            if sent > snapshot.log_total:  # a new relay under an old id
+                sent = 0
+            fresh = min(snapshot.log_total - sent, len(snapshot.log))
+            first = len(snapshot.log) - fresh
+            logs.append(
+                (entry, snapshot.log[first:], snapshot.relay_id, snapshot.log_total - fresh)
             )
-        keys = self._keys
-        return [
-            {"streamKey": keys[stream_id], "relays": relays}
-            for stream_id, relays in by_stream.items()
-            if stream_id in keys
-        ]
+        body: dict[str, Any] = {
+            "streams": [
+                {"streamKey": keys[stream_id], "relays": relays}
+                for stream_id, relays in by_stream.items()
+            ],
+            "load": self.load(),
+        }
+        if publishers is not None:
+            body["publishers"] = publishers
+        taken = attach_new_log(body, [(entry, lines) for entry, lines, _, _ in logs])
+        cursor = {
+            relay_id: start + n for (_, _, relay_id, start), n in zip(logs, taken, strict=True)
+        }
+        return body, cursor
 
     def _report(self, publishers: list[str] | None) -> None:
-        """The heartbeat: relay states, nginx's publishers (None: unknown) and the load."""
-        self.control.report(self.status_report(), publishers, self.load())
+        body, cursor = self.status_report(publishers)
+        self.control.report(body)
+        self._log_sent = cursor
 
     def load(self) -> dict[str, Any]:
         """The heartbeat's load figures: relays this node runs, and the 1-minute load average."""
@@ -318,4 +342,4 @@ class Agent:
             self._server.server_close()
         self.supervisor.shutdown()
         with contextlib.suppress(ControlPlaneError):
-            self.control.report(self.status_report())
+            self._report(None)

@@ -42,18 +42,8 @@ class ControlPlane:
             raise ControlPlaneError(f"GET /agents/streams: HTTP {status}")
         return payload
 
-    def report(
-        self,
-        streams: list[dict[str, Any]],
-        publishers: list[str] | None = None,
-        load: dict[str, Any] | None = None,
-    ) -> None:
-        """The node's heartbeat: relay states, nginx's publishers (None: unknown), and load."""
-        body: dict[str, Any] = {"streams": streams}
-        if publishers is not None:
-            body["publishers"] = publishers
-        if load is not None:
-            body["load"] = load
+    def report(self, body: dict[str, Any]) -> None:
+        """The node's heartbeat (Agent.status_report builds it)."""
         status, _ = self._call("POST", "/agents/status", body)
         if status != 200:
             raise ControlPlaneError(f"POST /agents/status: HTTP {status}")

@@ -17,8 +17,9 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
+
+from agents.node.protocol import RelayState
 
 __all__ = [
     "Progress",
@@ -197,23 +198,6 @@ class ProgressParser:
         )
 
 
-class RelayState(StrEnum):
-    """Where a relay is in its life.
-
-    STARTING: process launched, no picture yet. LIVE: video frames with advancing timestamps
-    reached the target within the last ``live_window`` seconds. RECONNECTING: waiting to
-    retry, or retried and not live yet (also a running relay whose picture stopped). FAILED:
-    ``failed_after`` attempts in a row never went live; it keeps retrying. STOPPED: ordered
-    stopped or removed.
-    """
-
-    STARTING = "starting"
-    LIVE = "live"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
 @dataclass(frozen=True)
 class RelaySnapshot:
     """What a relay looks like at one moment. All text in it is already redacted.
@@ -233,6 +217,7 @@ class RelaySnapshot:
     last_error: str | None
     log: tuple[str, ...]
     pid: int | None
+    log_total: int = 0  # lines ever logged: the last ``log_total - n`` of ``log`` are new to n
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form for reporting; ``log`` is left out (read the field)."""

@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from agents.node.protocol import LOG_LINES_KEPT
 from agents.node.relay import (
     Progress,
     ProgressParser,
@@ -52,7 +53,6 @@ logger = logging.getLogger(__name__)
 _TICK = 0.2  # how often a relay's thread re-checks orders, stalls and the live window
 _TERM_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on an ordered stop
 _RATE_WINDOW = 5  # progress reports (about one a second) that bitrate/fps are measured over
-_LOG_LINES = 100
 _JITTER = 0.2
 _LEVEL_TAG = re.compile(r"\[(?:warning|error|fatal|panic)\] ")
 _ERROR_TAG = re.compile(r"\[(?:error|fatal|panic)\] ")
@@ -218,7 +218,8 @@ class _Relay:
         self._samples: deque[tuple[float, int, int | None]] = deque(maxlen=_RATE_WINDOW)
         self._reported: Progress | None = None
         self._last_error: str | None = None
-        self._log: deque[str] = deque(maxlen=_LOG_LINES)
+        self._log: deque[str] = deque(maxlen=LOG_LINES_KEPT)
+        self._log_total = 0  # lines ever logged, so a reader can tell which are new to it
 
     # --- orders (any thread) ----------------------------------------------------------------
 
@@ -287,6 +288,7 @@ class _Relay:
                 since=self._since,
                 last_error=self._last_error,
                 log=tuple(self._log),
+                log_total=self._log_total,
                 pid=self._proc.pid if self._proc is not None else None,
             )
 
@@ -330,6 +332,7 @@ class _Relay:
 
     def _event(self, message: str) -> None:
         self._log.append(f"[supervisor] {message}")
+        self._log_total += 1
         logger.info("relay %s: %s", self.spec.relay_id, message)
 
     def _run(self) -> None:
@@ -439,6 +442,7 @@ class _Relay:
                         if progress is not None:
                             self._on_progress(progress, now)
                     self._log.extend(run.new_log)
+                    self._log_total += len(run.new_log)
                     run.new_log.clear()
                     self._check(run, now)
                 self._notify()

@@ -26,14 +26,9 @@ class FakeControlPlane:
             raise ValueError("a bug, not a network error")
         return []
 
-    def report(
-        self,
-        streams: list[dict[str, Any]],
-        publishers: list[str] | None = None,
-        load: dict[str, Any] | None = None,
-    ) -> None:
-        self.reports.append((streams, publishers))
-        self.loads.append(load)
+    def report(self, body: dict[str, Any]) -> None:
+        self.reports.append((body["streams"], body.get("publishers")))
+        self.loads.append(body.get("load"))
 
 
 @pytest.fixture
