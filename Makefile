@@ -14,6 +14,8 @@ BROWSER_PACKAGES := chromium fonts-dejavu-core
 # Exported to `make up` only: `make test` must not inherit a node token file or fixed ports.
 up: export DEBUG ?= 1
 up: export RIG_API_BIND ?= 127.0.0.1:8000
+# The demo's destinations are on loopback: the node may relay there (production: 0, the default).
+up: export RIG_ALLOW_PRIVATE_DESTINATIONS ?= 1
 up: export RIG_CONTROL_URL ?= http://$(RIG_API_BIND)
 up: export RIG_API_URL ?= $(RIG_CONTROL_URL)
 up: export RIG_RTMP_PORT ?= 1935

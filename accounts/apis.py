@@ -1,5 +1,6 @@
 """Accounts endpoints of the rig v1 API (plus refresh and /accounts/me)."""
 
+import hashlib
 import re
 from typing import Any
 
@@ -42,8 +43,10 @@ def _user_payload(user: User) -> dict[str, str]:
 
 
 def account_ident(username: str) -> str:
-    """Who login attempts are counted against, whichever client sends them."""
-    return username.lower()[:150]
+    """Who login attempts are counted against, whichever client sends them: a digest of the
+    name, so that any text makes a key every cache takes."""
+    name = username.lower()[:150].encode("utf-8", "replace")
+    return hashlib.sha256(name).hexdigest()[:32]
 
 
 class AccountThrottle(SimpleRateThrottle):

@@ -195,10 +195,8 @@ class NodeDetailApi(APIView):
     permission_classes = [IsAdminUser]
 
     class UpdateSerializer(StrictInput):
-        isDraining = StrictBooleanField(required=False)
+        isDraining = StrictBooleanField(required=False, source="is_draining")
         capacity = StrictIntegerField(min_value=0, max_value=100_000, required=False)
-
-    _FIELDS = {"isDraining": "is_draining", "capacity": "capacity"}
 
     @payload(NodePayload)
     def get(self, request: Request, node_id: str) -> Response:
@@ -209,6 +207,5 @@ class NodeDetailApi(APIView):
     def patch(self, request: Request, node_id: str) -> Response:
         node = selectors.node_get(node_id=node_id)
         data = parse(self.UpdateSerializer, request)
-        changes = {self._FIELDS[name]: value for name, value in data.items()}
-        node = services.node_update(node=node, changes=changes)
+        node = services.node_update(node=node, **data)
         return ok("Ingest node updated", selectors.node_detail(node=node))

@@ -214,9 +214,16 @@ def nodes_mark_lost() -> list[str]:
     return lost
 
 
-def node_update(*, node: IngestNode, changes: dict[str, Any]) -> IngestNode:
+def node_update(
+    *, node: IngestNode, is_draining: bool | None = None, capacity: int | None = None
+) -> IngestNode:
     """An operator's change: drain (no new publishes, live ones go on) or capacity."""
-    for field, value in changes.items():
-        setattr(node, field, value)
-    node.save(update_fields=list(changes))
+    changed = []
+    if is_draining is not None:
+        node.is_draining = is_draining
+        changed.append("is_draining")
+    if capacity is not None:
+        node.capacity = capacity
+        changed.append("capacity")
+    node.save(update_fields=changed)
     return node

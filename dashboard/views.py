@@ -438,9 +438,7 @@ def _destination_action(view: Callable[..., HttpResponse]) -> Callable[..., Any]
 @_destination_action
 def destination_active(request: HttpRequest, destination: Any) -> HttpResponse:
     active = request.POST.get("isActive") == "true"
-    error = attempt(
-        lambda: services.destination_update(destination=destination, changes={"is_active": active})
-    )
+    error = attempt(lambda: services.destination_update(destination=destination, is_active=active))
     message = "Destination enabled." if active else "Destination disabled."
     return _done(request, error, message, _back(destination.stream))
 
@@ -594,8 +592,7 @@ def node_update(request: HttpRequest, node_id: str) -> HttpResponse:
 
     def update() -> None:
         data = validate(NodeDetailApi.UpdateSerializer, changes)
-        fields = {NodeDetailApi._FIELDS[name]: value for name, value in data.items()}
-        node_services.node_update(node=node, changes=fields)
+        node_services.node_update(node=node, **data)
 
     error = attempt(update)
     return _done(request, error, f"Node {node.name} updated.", "/app/nodes")

@@ -8,6 +8,7 @@ import re
 from enum import IntEnum
 from typing import Any
 
+from django.db.models import QuerySet
 from django.urls import URLPattern, re_path
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
@@ -60,6 +61,22 @@ def int_id(value: str) -> int | None:
 def invalid_input(field: str, message: str) -> ApiError:
     """1005/400 naming the field, as DRF's validation errors are rendered."""
     return ApiError(ErrorCode.INVALID_INPUT, "Invalid input", 400, {field: [message]})
+
+
+def enforce_limit(
+    owner: QuerySet[Any], owned: QuerySet[Any], limit: int, *, what: str, field: str, per: str
+) -> None:
+    """Within the caller's transaction: lock the ``owner`` row, then refuse (409, 1011) when it
+    already has ``limit`` of ``owned``. The lock queues two creates made at once, so they
+    cannot both take the last slot."""
+    list(owner.select_for_update())
+    if owned.count() >= limit:
+        raise ApiError(
+            ErrorCode.LIMIT_REACHED,
+            f"{what.capitalize()} limit reached",
+            409,
+            {field: [f"At most {limit} {what}s per {per}."]},
+        )
 
 
 def not_found(what: str = "Resource") -> ApiError:

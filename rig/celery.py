@@ -1,4 +1,5 @@
-"""The Celery app: provisioning, teardown and node nudges run here (see agents/tasks.py).
+"""The Celery app: node nudges and the node watch (agents/tasks.py), webhook deliveries
+(webhooks/tasks.py).
 
 Workers log through Django's LOGGING with the task id as the request id, and count task
 outcomes for /metrics (rig.metrics).

@@ -91,10 +91,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Throttle counters are shared in Redis (rig.cache), so every worker and host counts against one
+# limit; development (DEBUG) keeps a per-process memory cache unless RIG_CACHE_REDIS=1.
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-        if env_bool("RIG_CACHE_REDIS", False)
+        {
+            "BACKEND": "rig.cache.ResilientRedisCache",
+            "LOCATION": env_str("RIG_CACHE_URL", REDIS_URL),
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+        if env_bool("RIG_CACHE_REDIS", not DEBUG)
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }

@@ -1,42 +1,16 @@
 """The SSRF guard for URLs users give us that the platform then connects to (Custom
 destinations, webhook endpoints): loopback, private, link-local and multicast hosts are refused
-unless RIG_ALLOW_PRIVATE_DESTINATIONS is set (dev and tests, where everything is on loopback)."""
+unless RIG_ALLOW_PRIVATE_DESTINATIONS is set (dev and tests, where everything is on loopback).
+What counts as public is agents.node.addresses, which the nodes check again before connecting."""
 
 import concurrent.futures
-import ipaddress
 import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
-_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain")
-PRIVATE_HOST = "Loopback, private and link-local hosts are not allowed."
-
-
-# IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and local
-# use) and the deprecated IPv4-compatible form. 6to4 and Teredo have accessors of their own.
-_EMBEDDING_V4 = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96")]
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    found = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
-    if ip.teredo:
-        found.extend(ip.teredo)
-    if any(ip in network for network in _EMBEDDING_V4):
-        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-    return found
-
-
-def is_public(address: str) -> bool:
-    """A global unicast address, and so is any IPv4 address an IPv6 one carries (a NAT64 or
-    6to4 form of 127.0.0.1 reaches loopback all the same)."""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if not ip.is_global or ip.is_multicast:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address):
-        return all(is_public(str(v4)) for v4 in _embedded_ipv4(ip))
-    return True
+from agents.node.addresses import PRIVATE_HOST, is_public, local_name
 
 
 def _resolve(host: str, port: int) -> set[str]:
@@ -57,8 +31,7 @@ def host_error(host: str, port: int) -> str | None:
     they resolve to must be public."""
     if settings.RIG_ALLOW_PRIVATE_DESTINATIONS:
         return None
-    host = host.lower()
-    if host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
+    if local_name(host):
         return PRIVATE_HOST
     try:
         addresses = _resolve(host, port)

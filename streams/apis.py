@@ -138,11 +138,9 @@ class DestinationListApi(APIView):
 
 class DestinationDetailApi(APIView):
     class UpdateSerializer(StrictInput):
-        streamKey = _DestinationKey(required=False)
-        serverUrl = _ServerUrl(required=False)
-        isActive = StrictBooleanField(required=False)
-
-    _FIELDS = {"streamKey": "stream_key", "serverUrl": "server_url", "isActive": "is_active"}
+        streamKey = _DestinationKey(required=False, source="stream_key")
+        serverUrl = _ServerUrl(required=False, source="server_url")
+        isActive = StrictBooleanField(required=False, source="is_active")
 
     def _get(self, request: Request, stream_id: str, destination_id: str) -> Destination:
         return selectors.destination_get(
@@ -158,8 +156,7 @@ class DestinationDetailApi(APIView):
     def patch(self, request: Request, stream_id: str, destination_id: str) -> Response:
         destination = self._get(request, stream_id, destination_id)
         data = parse(self.UpdateSerializer, request)
-        changes = {self._FIELDS[name]: value for name, value in data.items()}
-        destination = services.destination_update(destination=destination, changes=changes)
+        destination = services.destination_update(destination=destination, **data)
         return ok("Stream destination updated", destination_payload(destination))
 
     @payload(DestinationDeletedPayload)

@@ -1,14 +1,18 @@
 """Changes to streams and destinations, and the publish lifecycle driven by nginx-rtmp's hooks.
 
+Each publish is a Session row (streams.models): publish_start opens it, publish_end, a key
+change, deactivation, a vanished publisher or a lost node end it, and a lost node that comes
+back with the same publisher resumes it. Lock order everywhere: node, then stream (whose row
+guards its sessions).
+
 Whenever a live stream's desired fan-out changes, the serving node is nudged after commit
-(agents.tasks.node_nudge); the node's agent then reconciles from /agents/streams and
-/agents/config, so a lost nudge only delays convergence until the agent's next poll.
+(agents.tasks.node_nudge); the node's agent then reconciles from /agents/streams, so a lost
+nudge only delays convergence until the agent's next poll.
 """
 
 import logging
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -18,7 +22,7 @@ from django.utils import timezone
 from accounts.models import User
 from agents.models import IngestNode
 from agents.node.protocol import RelayState
-from rig.api import ApiError, ErrorCode, invalid_input, not_found
+from rig.api import ApiError, ErrorCode, enforce_limit, invalid_input, not_found
 from rig.enqueue import enqueue_after_commit
 from streams import destinations as urls
 from streams.models import Destination, Service, Session, Stream
@@ -83,14 +87,16 @@ def _session_end(stream: Stream, *, reason: str) -> None:
 # --- streams -------------------------------------------------------------------------------
 
 
+@transaction.atomic
 def stream_create(*, user: User) -> Stream:
-    if Stream.objects.filter(owner=user).count() >= settings.RIG_MAX_STREAMS_PER_USER:
-        raise ApiError(
-            ErrorCode.LIMIT_REACHED,
-            "Stream limit reached",
-            409,
-            {"streams": [f"At most {settings.RIG_MAX_STREAMS_PER_USER} streams per user."]},
-        )
+    enforce_limit(
+        User.objects.filter(pk=user.pk),
+        Stream.objects.filter(owner=user),
+        settings.RIG_MAX_STREAMS_PER_USER,
+        what="stream",
+        field="streams",
+        per="user",
+    )
     return Stream.objects.create(owner=user, stream_key=new_stream_key())
 
 
@@ -163,14 +169,15 @@ def destination_add(
     # Checked before any lock: a Custom URL's check waits on DNS, and a publish on the same
     # stream (or node) must never wait on another tenant's slow resolver.
     _validate_destination(service=service, stream_key=stream_key, server_url=server_url)
-    stream = Stream.objects.select_for_update().get(pk=stream.pk)
-    if stream.destinations.count() >= settings.RIG_MAX_DESTINATIONS_PER_STREAM:
-        raise ApiError(
-            ErrorCode.LIMIT_REACHED,
-            "Destination limit reached",
-            409,
-            {"destinations": [f"At most {settings.RIG_MAX_DESTINATIONS_PER_STREAM} per stream."]},
-        )
+    enforce_limit(
+        Stream.objects.filter(pk=stream.pk),
+        Destination.objects.filter(stream=stream),
+        settings.RIG_MAX_DESTINATIONS_PER_STREAM,
+        what="destination",
+        field="destinations",
+        per="stream",
+    )
+    stream = Stream.objects.get(pk=stream.pk)  # locked above
     destination = Destination.objects.create(
         stream=stream, service=service, stream_key=stream_key, server_url=server_url
     )
@@ -179,12 +186,29 @@ def destination_add(
 
 
 @transaction.atomic
-def destination_update(*, destination: Destination, changes: dict[str, Any]) -> Destination:
+def destination_update(
+    *,
+    destination: Destination,
+    stream_key: str | None = None,
+    server_url: str | None = None,
+    is_active: bool | None = None,
+    is_muted: bool | None = None,
+) -> Destination:
     # Only what changes is checked, and before any lock: a URL check may wait on DNS.
-    if "stream_key" in changes:
-        _validate_key(changes["stream_key"])
-    if "server_url" in changes:
-        _validate_server_url(destination.service, changes["server_url"])
+    if stream_key is not None:
+        _validate_key(stream_key)
+    if server_url is not None:
+        _validate_server_url(destination.service, server_url)
+    changes = {
+        field: value
+        for field, value in (
+            ("stream_key", stream_key),
+            ("server_url", server_url),
+            ("is_active", is_active),
+            ("is_muted", is_muted),
+        )
+        if value is not None
+    }
     # Lock the destination row only (a join would lock the stream too, against the lock order).
     destination = (
         Destination.objects.select_for_update(of=("self",))
@@ -387,4 +411,4 @@ def relay_restart(*, destination: Destination) -> Destination:
 
 def relay_mute(*, destination: Destination, muted: bool) -> Destination:
     """Drop (or restore) the audio track to this destination only."""
-    return destination_update(destination=destination, changes={"is_muted": muted})
+    return destination_update(destination=destination, is_muted=muted)

@@ -1,14 +1,18 @@
 """Hostile input and hostile clients: each case broke rig before (a 500, a bypass, a leak)."""
 
 import json
+import os
 import socket
 import threading
 from typing import Any
 
 import pytest
+import redis
+from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from accounts.apis import account_ident
 from accounts.models import User
 from agents.node.relay import RelaySpec, relay_secrets
 from streams.models import Destination, Relay, Stream
@@ -143,6 +147,50 @@ def test_guesses_spread_over_many_clients_are_counted_per_account(alice: User) -
         "/accounts/auth/local", {"username": "bob", "password": "x"}, format="json"
     )
     assert_error(other, 401, 1003)  # another account is not locked with it
+
+
+def _redis_cache(url: str) -> dict[str, Any]:
+    return {
+        "default": {
+            "BACKEND": "rig.cache.ResilientRedisCache",
+            "LOCATION": url,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+
+
+def test_throttle_counters_are_shared_in_redis(alice: User, settings: Any) -> None:
+    """Every worker and host counts against one limit: the counters live in Redis."""
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0] + "/13"
+    settings.CACHES = _redis_cache(url)
+    try:
+        for _ in range(10):
+            assert_error(_login("wrong-password"), 401, 1003)
+        counters = redis.Redis.from_url(url).keys("*throttle_login*")
+        assert counters  # where another gunicorn worker reads them
+        assert_error(_login(PASSWORD), 429, 1010)
+    finally:
+        cache.clear()
+
+
+def test_throttles_fail_open_while_the_cache_is_down(alice: User, settings: Any) -> None:
+    """A cache outage is no API outage: logins are answered (unthrottled meanwhile)."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    settings.CACHES = _redis_cache(f"redis://127.0.0.1:{port}/0")
+    for _ in range(12):
+        assert_error(_login("wrong-password"), 401, 1003)
+    assert_ok(_login(PASSWORD), "Authentication successful")
+
+
+def test_a_username_with_nul_makes_a_safe_throttle_key(alice: User) -> None:
+    body = {"username": "al\x00ice", "password": "x"}
+    assert_error(APIClient().post("/accounts/auth/local", body, format="json"), 401, 1003)
+    for name in ("al\x00ice", "a" * 999, "ALICE \u00e9"):
+        ident = account_ident(name)  # fit for any cache: printable, bounded
+        assert ident.isalnum() and len(ident) <= 64
+    assert account_ident("Alice") == account_ident("alice")
 
 
 def test_old_password_guesses_are_throttled(alice_client: APIClient) -> None:

@@ -125,6 +125,8 @@ def test_a_node_at_full_capacity_with_busy_logs_is_heard(
         return [
             RelaySnapshot(
                 relay_id=f"{d.stream_id}:{d.pk}",
+                stream_id=str(d.stream_id),
+                destination_id=d.pk,
                 state=RelayState.RECONNECTING,
                 bitrate_kbps=None,
                 fps=None,
@@ -158,8 +160,7 @@ def test_a_node_at_full_capacity_with_busy_logs_is_heard(
                 break  # nothing new went in: every line was delivered
             agent._log_sent = cursor
         for snapshot in current:
-            destination_id = int(snapshot.relay_id.partition(":")[2])
-            relay = Relay.objects.get(destination_id=destination_id)
+            relay = Relay.objects.get(destination_id=snapshot.destination_id)
             assert relay.log == list(snapshot.log)[-LOG_LINES_KEPT:]
             assert relay.restarts == 7 and relay.last_error.startswith("[error] xxx")
     assert reports < 80

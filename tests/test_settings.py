@@ -56,10 +56,18 @@ def test_production_refuses_private_destinations_and_foreign_hosts() -> None:
     code = (
         "import django; django.setup(); from django.conf import settings as s; "
         "print(s.DEBUG, s.RIG_ALLOW_PRIVATE_DESTINATIONS, s.ALLOWED_HOSTS, "
-        "s.SESSION_COOKIE_SECURE, s.SECURE_SSL_REDIRECT)"
+        "s.SESSION_COOKIE_SECURE, s.SECURE_SSL_REDIRECT, s.CACHES['default']['BACKEND'])"
     )
     result = _check({"SECRET_KEY": GOOD_KEY}, sys.executable, "-c", code)
-    assert result.stdout.split() == ["False", "False", "[]", "True", "True"]
+    # Throttle counters shared by every worker (Redis), not one memory cache per process.
+    assert result.stdout.split() == [
+        "False",
+        "False",
+        "[]",
+        "True",
+        "True",
+        "rig.cache.ResilientRedisCache",
+    ]
 
 
 def test_secret_from_file(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from agents.node.protocol import RelayState
-from rig.api import ApiError, ErrorCode, invalid_input
+from rig.api import enforce_limit, invalid_input
 from rig.enqueue import enqueue_after_commit
 from webhooks import sender
 from webhooks.models import (
@@ -55,14 +55,14 @@ def _validated_events(events: Iterable[str]) -> list[str]:
 def webhook_create(
     *, user: User, url: str, events: list[str] | None = None, is_active: bool = True
 ) -> WebhookEndpoint:
-    User.objects.select_for_update().filter(pk=user.pk).first()  # two creates cannot both fit
-    if WebhookEndpoint.objects.filter(owner=user).count() >= settings.RIG_MAX_WEBHOOKS_PER_USER:
-        raise ApiError(
-            ErrorCode.LIMIT_REACHED,
-            "Webhook limit reached",
-            409,
-            {"webhooks": [f"At most {settings.RIG_MAX_WEBHOOKS_PER_USER} webhooks per user."]},
-        )
+    enforce_limit(
+        User.objects.filter(pk=user.pk),
+        WebhookEndpoint.objects.filter(owner=user),
+        settings.RIG_MAX_WEBHOOKS_PER_USER,
+        what="webhook",
+        field="webhooks",
+        per="user",
+    )
     return WebhookEndpoint.objects.create(
         owner=user,
         url=_validated_url(url),

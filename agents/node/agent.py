@@ -47,6 +47,7 @@ class AgentConfig:
     ffmpeg: str = "ffmpeg"
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
+    private_ok: bool = False  # relays may reach loopback and private networks (dev, tests)
 
     @classmethod
     def from_env(cls) -> "AgentConfig":
@@ -64,6 +65,7 @@ class AgentConfig:
             ffmpeg=node_env("RIG_FFMPEG", "ffmpeg"),
             backoff_initial=float(node_env("RIG_RELAY_BACKOFF_INITIAL_S", "1")),
             backoff_max=float(node_env("RIG_RELAY_BACKOFF_MAX_S", "30")),
+            private_ok=node_env("RIG_ALLOW_PRIVATE_DESTINATIONS", "0").lower() in ("1", "true"),
         )
 
 
@@ -96,6 +98,8 @@ def desired_relays(
         specs.extend(
             RelaySpec(
                 relay_id=f"{stream['streamID']}:{destination['id']}",
+                stream_id=stream["streamID"],
+                destination_id=int(destination["id"]),
                 source_url=f"rtmp://127.0.0.1:{rtmp_port}/{ingest.APP}/{key}",
                 target_url=destination["rtmpUrl"],
                 mute=bool(destination.get("isMuted", False)),
@@ -128,6 +132,7 @@ class Agent:
             backoff_initial=config.backoff_initial,
             backoff_max=config.backoff_max,
             on_change=self._relay_changed,
+            private_ok=config.private_ok,
         )
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
@@ -206,12 +211,12 @@ class Agent:
         logs: list[tuple[dict[str, Any], tuple[str, ...], str, int]] = []
         keys = self._keys
         for snapshot in self.supervisor.states():
-            stream_id, _, destination_id = snapshot.relay_id.partition(":")
+            stream_id = snapshot.stream_id
             if stream_id not in keys:
                 continue
             relay = snapshot.as_dict()
             entry = {
-                "destinationId": int(destination_id),
+                "destinationId": snapshot.destination_id,
                 "state": relay["state"],
                 "bitrateKbps": relay["bitrateKbps"],
                 "fps": relay["fps"],

@@ -48,6 +48,9 @@ class RelaySpec:
     # The publish session it serves (nginx's client id of the publisher): a new session is a
     # new spec, so the relay starts afresh, at the new session's first keyframe.
     session: str = ""
+    # Whose relay it is, for reports: the stream and the destination (0: not a stream's).
+    stream_id: str = ""
+    destination_id: int = 0
 
     def __repr__(self) -> str:
         # Specs end up in tracebacks and debug logs; never print the key there.
@@ -55,7 +58,8 @@ class RelaySpec:
         return (
             f"RelaySpec(relay_id={self.relay_id!r}, source_url={self.source_url!r}, "
             f"target_url={target!r}, mute={self.mute!r}, generation={self.generation!r}, "
-            f"session={self.session!r})"
+            f"session={self.session!r}, stream_id={self.stream_id!r}, "
+            f"destination_id={self.destination_id!r})"
         )
 
 
@@ -218,6 +222,8 @@ class RelaySnapshot:
     log: tuple[str, ...]
     pid: int | None
     log_total: int = 0  # lines ever logged: the last ``log_total - n`` of ``log`` are new to n
+    stream_id: str = ""  # the spec's
+    destination_id: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form for reporting; ``log`` is left out (read the field)."""

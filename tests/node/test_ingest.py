@@ -1,6 +1,6 @@
 """The ingest node's nginx-rtmp, driven for real: nginx, ffmpeg publishers/players, loopback.
 
-Every media test gets its own private nginx (agents.node.ingest.NginxIngest) on free ports and
+Every media test gets its own private nginx (tests.nginx.NginxIngest) on free ports and
 a fake control plane (HookServer) that records each nginx-rtmp callback and answers with a
 status chosen per ``call``. No Django: this is the node side of the hook contract, and the
 tests pin down what nginx-rtmp 1.2.2 (Debian 12) actually sends and does, including the parts
@@ -33,7 +33,6 @@ import pytest
 
 from agents.node.ingest import (
     IngestConfig,
-    NginxIngest,
     drop_publisher,
     live_publishers,
     nginx_command,
@@ -41,6 +40,7 @@ from agents.node.ingest import (
     render_nginx_conf,
     write_nginx_conf,
 )
+from tests.nginx import NginxIngest
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")

@@ -8,6 +8,7 @@ small in-process TCP/TLS proxy in front of ``dest``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ FAST = {
     "live_window": 2.5,
     "stall_timeout": 5.0,
     "failed_after": 3,
+    "private_ok": True,  # every test destination is on loopback
 }
 
 T = TypeVar("T")
@@ -269,6 +271,28 @@ def test_bad_settings_and_unknown_relays() -> None:
     sup.shutdown()
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]"])
+def test_a_destination_that_now_points_inward_is_never_connected(host: str) -> None:
+    """DNS rebinding: a Custom destination's name was public when it was saved and resolves
+    to a private address now. The node does not connect (no port-scan oracle either)."""
+    connections: list[object] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.1)
+        port = server.getsockname()[1]
+        sup = Supervisor(ffmpeg=FFMPEG, **{**FAST, "private_ok": False})  # type: ignore[arg-type]
+        try:
+            sup.add(RelaySpec("s:d", "rtmp://127.0.0.1:1/live/x", f"rtmp://{host}:{port}/a/k"))
+            snap = wait_state(sup, "s:d", RelayState.FAILED, 10)
+            for _ in range(5):
+                with contextlib.suppress(TimeoutError):
+                    connections.append(server.accept())
+        finally:
+            sup.shutdown(timeout=3)
+    assert connections == []
+    assert snap.last_error == "destination now resolves to a private address: not connecting"
+    assert snap.pid is None
+
+
 def test_missing_ffmpeg_is_retried_and_reported(tmp_path: Path) -> None:
     recorder = Recorder()
     sup = Supervisor(ffmpeg=str(tmp_path / "no-ffmpeg"), on_change=recorder, **FAST)  # type: ignore[arg-type]
@@ -354,7 +378,7 @@ def test_destination_down_fails_then_recovers_by_itself(
     make_supervisor: Callable[..., Supervisor],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agents.node.supervisor")
+    caplog.set_level(logging.INFO, logger="agents.node.lifecycle")
     recorder = Recorder()
     sup = make_supervisor(on_change=recorder, failed_after=2)
     key = "sk_live_0123456789abcdef"
@@ -532,7 +556,7 @@ import os, time
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
 from tests.media.harness import Platform
-sup = Supervisor(ffmpeg={FFMPEG!r})
+sup = Supervisor(ffmpeg={FFMPEG!r}, private_ok=True)
 sup.add(RelaySpec("s:d", {source!r}, "rtmp://127.0.0.1:1/dest/orphan"))
 deadline = time.monotonic() + 10
 while sup.get_state("s:d").pid is None and time.monotonic() < deadline:
