@@ -42,7 +42,7 @@ from rig.api import (
 )
 from rig.metrics import observe_hook
 from rig.schema import payload
-from streams import services as stream_services
+from streams import sessions
 
 
 def _node(request: Request) -> IngestNode:
@@ -154,9 +154,9 @@ class PublishHookApi(APIView):
             raise invalid_input("clientid", "Must be nginx's numeric client id.")
         started = time.perf_counter()
         if event == "publish":
-            stream_services.publish_start(node=node, key=key, client_id=client_id)
+            sessions.publish_start(node=node, key=key, client_id=client_id)
         elif event == "publish_done":
-            stream_services.publish_end(node=node, key=key, client_id=client_id)
+            sessions.publish_end(node=node, key=key, client_id=client_id)
         else:
             raise not_found("Hook")
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)

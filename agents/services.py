@@ -13,7 +13,7 @@ from django.utils import timezone
 from agents.models import IngestNode, NodeWatch
 from agents.node.protocol import LOG_LINES_KEPT, DisplayState
 from agents.node.relay import redact
-from streams import services as stream_services
+from streams import sessions as stream_sessions
 from streams.models import Destination, Relay, Stream
 from streams.selectors import live_streams
 from webhooks.services import destination_event, events_emit
@@ -68,7 +68,7 @@ def node_report(
     if node.lost_at is not None:
         logger.info("node %s reports again after being lost", node.name)
     if publishers is not None:
-        stream_services.publishers_seen(node=node, keys=publishers)
+        stream_sessions.publishers_seen(node=node, keys=publishers)
     keys = [report["streamKey"] for report in streams]
     served = {
         key: (stream_id, session_id, owner_id)
@@ -183,7 +183,7 @@ def control_plane_up_since(now: datetime) -> datetime | None:
 def nodes_mark_lost() -> list[str]:
     """Nodes whose heartbeats stopped for RIG_NODE_STALE_S are lost: their sessions end and their
     publishers may reconnect elsewhere. When the node reports again it takes back the sessions
-    nothing replaced, and stops the rest (streams.services.publishers_seen, /agents/streams).
+    nothing replaced, and stops the rest (streams.sessions.publishers_seen, /agents/streams).
     Silence is counted only over time the control plane was up to hear the node: after an
     outage every node gets the full RIG_NODE_STALE_S to report again.
     Safe to run twice or in two workers at once."""
@@ -201,7 +201,7 @@ def nodes_mark_lost() -> list[str]:
                 continue
             node.lost_at = now
             node.save(update_fields=["lost_at"])
-            ended = stream_services.sessions_end_on_lost_node(node=node)
+            ended = stream_sessions.sessions_end_on_lost_node(node=node)
             _node_lost_events(node, ended)
             silent = (now - node.last_seen_at).total_seconds() if node.last_seen_at else None
             logger.warning(

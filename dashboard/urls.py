@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from dashboard import views
+from dashboard.views import accounts, base, nodes, streams, webhooks
 
 app_name = "dashboard"
 
@@ -9,30 +9,30 @@ _DEST = f"{_STREAM}/destinations/<str:destination_id>"
 _WEBHOOK = "app/webhooks/<str:webhook_id>"
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("app", views.home, name="app"),
-    path("app/", views.streams, name="streams"),
-    path("app/signup", views.signup, name="signup"),
-    path("app/login", views.login_page, name="login"),
-    path("app/logout", views.logout_page, name="logout"),
-    path("app/password", views.password, name="password"),
-    path(_STREAM, views.stream, name="stream"),
-    path(f"{_STREAM}/live", views.stream_live, name="stream-live"),
-    path(f"{_STREAM}/rotateKey", views.stream_rotate_key, name="stream-rotate-key"),
-    path(f"{_STREAM}/active", views.stream_active, name="stream-active"),
-    path(f"{_STREAM}/delete", views.stream_delete, name="stream-delete"),
-    path(f"{_STREAM}/destinations", views.destination_add, name="destination-add"),
-    path(f"{_DEST}/active", views.destination_active, name="destination-active"),
-    path(f"{_DEST}/mute", views.destination_mute, name="destination-mute"),
-    path(f"{_DEST}/restart", views.destination_restart, name="destination-restart"),
-    path(f"{_DEST}/delete", views.destination_delete, name="destination-delete"),
-    path(f"{_DEST}/log", views.relay_log, name="relay-log"),
-    path("app/webhooks", views.webhooks, name="webhooks"),
-    path(f"{_WEBHOOK}/rotateSecret", views.webhook_rotate, name="webhook-rotate"),
-    path(f"{_WEBHOOK}/test", views.webhook_test, name="webhook-test"),
-    path(f"{_WEBHOOK}/active", views.webhook_active, name="webhook-active"),
-    path(f"{_WEBHOOK}/delete", views.webhook_delete, name="webhook-delete"),
-    path("app/nodes", views.node_list, name="nodes"),
-    path("app/nodes/<str:node_id>", views.node_update, name="node-update"),
-    re_path(r"^app/(?P<path>.*)$", views.not_found_page, name="not-found"),
+    path("", streams.home, name="home"),
+    path("app", streams.home, name="app"),
+    path("app/", streams.streams, name="streams"),
+    path("app/signup", accounts.signup, name="signup"),
+    path("app/login", accounts.login_page, name="login"),
+    path("app/logout", accounts.logout_page, name="logout"),
+    path("app/password", accounts.password, name="password"),
+    path(_STREAM, streams.stream, name="stream"),
+    path(f"{_STREAM}/live", streams.stream_live, name="stream-live"),
+    path(f"{_STREAM}/rotateKey", streams.stream_rotate_key, name="stream-rotate-key"),
+    path(f"{_STREAM}/active", streams.stream_active, name="stream-active"),
+    path(f"{_STREAM}/delete", streams.stream_delete, name="stream-delete"),
+    path(f"{_STREAM}/destinations", streams.destination_add, name="destination-add"),
+    path(f"{_DEST}/active", streams.destination_active, name="destination-active"),
+    path(f"{_DEST}/mute", streams.destination_mute, name="destination-mute"),
+    path(f"{_DEST}/restart", streams.destination_restart, name="destination-restart"),
+    path(f"{_DEST}/delete", streams.destination_delete, name="destination-delete"),
+    path(f"{_DEST}/log", streams.relay_log, name="relay-log"),
+    path("app/webhooks", webhooks.webhooks, name="webhooks"),
+    path(f"{_WEBHOOK}/rotateSecret", webhooks.webhook_rotate, name="webhook-rotate"),
+    path(f"{_WEBHOOK}/test", webhooks.webhook_test, name="webhook-test"),
+    path(f"{_WEBHOOK}/active", webhooks.webhook_active, name="webhook-active"),
+    path(f"{_WEBHOOK}/delete", webhooks.webhook_delete, name="webhook-delete"),
+    path("app/nodes", nodes.node_list, name="nodes"),
+    path("app/nodes/<str:node_id>", nodes.node_update, name="node-update"),
+    re_path(r"^app/(?P<path>.*)$", base.not_found_page, name="not-found"),
 ]

@@ -129,7 +129,7 @@ STATIC_ROOT = env_str("RIG_STATIC_ROOT", "") or None  # only for an optional col
 # The dashboard (dashboard/) signs in with a session and CSRF; the JSON API keeps JWT.
 LOGIN_URL = "/app/login"
 LOGIN_REDIRECT_URL = "/app/"
-CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
+CSRF_FAILURE_VIEW = "dashboard.views.base.csrf_failure"
 SESSION_COOKIE_AGE = env_int("RIG_SESSION_DAYS", 14) * 24 * 3600
 
 # HTTPS in production (behind a TLS proxy: RIG_TRUSTED_PROXIES > 0 trusts its

@@ -3,13 +3,13 @@
 from typing import Any
 
 import factory
-from django.utils import timezone
 
 from accounts.models import User
 from agents.models import IngestNode, new_node_token, token_hash
 from streams import selectors
 from streams.models import Destination, Relay, Service, Session, Stream
 from streams.services import new_stream_key
+from streams.sessions import session_open
 
 PASSWORD = "Hop0nTh4tM4ng0Tree"
 
@@ -50,21 +50,8 @@ def node_create(name: str = "node1", **fields: object) -> tuple[IngestNode, str]
 
 
 def session_start(stream: Stream, node: IngestNode, client_id: str = "1") -> Session:
-    """A live session on ``node``, as a publish would start it (without the hook)."""
-    now = timezone.now()
-    stream.session = Session.objects.create(
-        stream=stream,
-        node=node,
-        node_name=node.name,
-        region=node.region,
-        hostname=node.hostname,
-        ingest_url=node.rtmp_url,
-        client_id=client_id,
-        started_at=now,
-        publisher_seen_at=now,
-    )
-    stream.save(update_fields=["session"])
-    return stream.session
+    """A live session on ``node``, as a publish would start it (without the hook's checks)."""
+    return session_open(stream=stream, node=node, client_id=client_id)
 
 
 def relay_row(destination: Destination, **fields: Any) -> Relay:

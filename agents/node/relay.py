@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 REDACTED = "***"
+SEND_BUFFER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ def build_relay_command(
         # block the write forever.
         "-rw_timeout",
         rw_timeout,
+        # A bounded send buffer (the kernel's autotuning grows it to 4 MiB): when a destination
+        # stops reading, the write blocks within a second or two of video instead of a minute,
+        # so the relay stops reporting progress and leaves LIVE. 256 KiB still carries 10 Mb/s
+        # over a 200 ms round trip.
+        "-send_buffer_size",
+        str(SEND_BUFFER_BYTES),
         "-progress",
         "pipe:1",
         "-stats_period",

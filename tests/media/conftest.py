@@ -58,9 +58,11 @@ class RigNode:
     def publish_url(self, key: str) -> str:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/live/{key}"
 
-    def publish(self, key: str) -> subprocess.Popen:
+    def publish(self, key: str, video_bitrate: str = "800k") -> subprocess.Popen:
         process = publish(
-            self.publish_url(key), self.root / f"publisher-{len(self.publishers)}.log"
+            self.publish_url(key),
+            self.root / f"publisher-{len(self.publishers)}.log",
+            video_bitrate,
         )
         self.publishers.append(process)
         return process

@@ -148,14 +148,18 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def publish(url: str, log: Path) -> subprocess.Popen:
-    """OBS stand-in: a test pattern with sound, H.264/AAC, 2-s GOP, in real time."""
+def publish(url: str, log: Path, video_bitrate: str = "800k") -> subprocess.Popen:
+    """OBS stand-in: a test pattern with sound, H.264/AAC, 2-s GOP, in real time (a constant
+    bitrate when ``video_bitrate`` is given in full, as OBS's CBR would send it)."""
+    cbr = ["-minrate", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate]
     return subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-re",
-         "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+         "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30" if video_bitrate != "800k"
+         else "testsrc2=size=640x360:rate=30",
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
          "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60",
-         "-b:v", "800k", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
+         "-b:v", video_bitrate, *(cbr if video_bitrate != "800k" else []),
+         "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )  # fmt: skip
@@ -246,15 +250,20 @@ def stop(process: subprocess.Popen | None, timeout: float = 5) -> None:
 
 class Proxy:
     """Forwards connections on 127.0.0.1:``port`` to ``upstream``; terminates TLS if asked.
+    ``stop_reading()`` makes it a destination that keeps the connection open and reads nothing
+    more from the client (a hung platform): the client's writes fill the buffers and block.
 
     asyncio rather than threads because an ``ssl.SSLSocket`` must not be read and written from
     two threads at once.
     """
 
     def __init__(self, port: int, upstream: int, tls: ssl.SSLContext | None = None) -> None:
+        self.port = port
         self.connections = 0
         self._upstream = upstream
         self._loop = asyncio.new_event_loop()
+        self._reading = asyncio.Event()
+        self._loop.call_soon(self._reading.set)
         self._server = self._loop.run_until_complete(
             asyncio.start_server(self._handle, "127.0.0.1", port, ssl=tls)
         )
@@ -265,17 +274,32 @@ class Proxy:
         self.connections += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pump(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, gate: asyncio.Event | None
+        ) -> None:
             try:
-                while data := await src.read(65536):
+                while True:
+                    if gate is not None:
+                        await gate.wait()
+                    data = await src.read(65536)
+                    if not data:
+                        break
                     dst.write(data)
                     await dst.drain()
             finally:
                 dst.close()
 
         await asyncio.gather(
-            pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True
+            pump(reader, up_writer, self._reading),
+            pump(up_reader, writer, None),
+            return_exceptions=True,
         )
+
+    def stop_reading(self) -> None:
+        self._loop.call_soon_threadsafe(self._reading.clear)
+
+    def resume_reading(self) -> None:
+        self._loop.call_soon_threadsafe(self._reading.set)
 
     def close(self) -> None:
         async def shutdown() -> None:

@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from tests.media.conftest import RigNode, create_stream, detail_of, relay_states
 from tests.media.harness import (
     Platform,
+    Proxy,
     ffmpeg_pids,
     free_port,
     picture_moves,
@@ -124,6 +125,94 @@ def test_a_dead_agent_is_not_reported_live_and_a_new_one_takes_over(
     rig.start_agent()
     wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 20, 0.2)
     assert _both_see_video(youtube, twitch, tmp_path, "after")
+
+
+def test_a_destination_that_stops_reading_leaves_live_and_spares_the_other(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, tmp_path: Path
+) -> None:
+    """A platform that keeps the connection open but reads nothing more (hung): its leg stops
+    saying live within 10 s, the other leg never notices, and it recovers once it reads."""
+    proxy = Proxy(free_port(), twitch.rtmp_port)
+    try:
+        stream = create_stream(streamer, YouTube="ytkey")
+        server = f"rtmp://127.0.0.1:{proxy.port}/{twitch.app}"
+        custom = {"service": "Custom", "streamKey": "hungkey", "serverUrl": server}
+        response = streamer.post(f"/streams/{stream['id']}/destination", custom, format="json")
+        assert response.status_code == 200, response.content
+        rig.publish(stream["streamKey"], video_bitrate="4M")  # a usual 720p30 stream
+        both = {"YouTube": "live", "Custom": "live"}
+        wait_until(lambda: relay_states(streamer, stream["id"]) == both, 20)
+        time.sleep(2)
+        proxy.stop_reading()
+        hung = time.monotonic()
+        wait_until(lambda: relay_states(streamer, stream["id"])["Custom"] != "live", 20, 0.2)
+        left_live = time.monotonic() - hung
+        assert relay_states(streamer, stream["id"])["YouTube"] == "live"
+        assert picture_moves(f"{youtube.base_url}/ytkey", tmp_path / "yt-during.flv")
+        proxy.resume_reading()
+        resumed = time.monotonic()
+        wait_until(lambda: relay_states(streamer, stream["id"]) == both, 40, 0.2)
+        back = time.monotonic() - resumed
+        print(f"\n[destination stops reading] left live after {left_live:.1f}s, live {back:.1f}s "
+              "after it read again")  # fmt: skip
+        # What it still accepts fills its receive buffer first (the kernel grows it with the
+        # rate: 1-3 MB here), then the relay's send buffer (256 KiB); then the picture stops
+        # for the 4-s live window. Measured 9-12 s at 4 Mb/s; the bound leaves room for load.
+        assert left_live <= 15, f"still live {left_live:.1f}s after the destination hung"
+        assert picture_moves(f"{twitch.base_url}/hungkey", tmp_path / "hung-after.flv")
+    finally:
+        proxy.close()
+
+
+def test_a_frozen_publisher_ends_its_session_and_a_fresh_one_goes_live(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The streamer's machine sleeps (SIGSTOP, 20 s): nginx drops the idle publisher, the
+    session ends and the platforms get the end of the stream; OBS reconnecting goes live."""
+    stream, publisher = live_stream
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15)
+    publisher.send_signal(signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        wait_until(lambda: not detail_of(streamer, stream["id"])["isStreaming"], 25, 0.2)
+        ended_after = time.monotonic() - frozen
+        wait_until(lambda: not youtube.publishers() and not twitch.publishers(), 10, 0.2)
+        platforms_after = time.monotonic() - frozen
+        time.sleep(max(0.0, 20 - (time.monotonic() - frozen)))
+    finally:
+        publisher.send_signal(signal.SIGCONT)
+    print(f"\n[publisher frozen 20 s] session ended {ended_after:.1f}s, platforms saw the end "
+          f"{platforms_after:.1f}s after it froze")  # fmt: skip
+    assert detail_of(streamer, stream["id"])["provisionStatus"]["reason"] in {
+        "publisher disconnected",
+        "publisher gone",
+    }
+    assert ended_after <= 20
+    publisher.wait(10)  # its connection is gone: it gives up (OBS would reconnect)
+    rig.publish(stream["streamKey"])
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 20, 0.2)
+    assert _both_see_video(youtube, twitch, tmp_path, "after")
+
+
+def test_without_the_worker_a_change_still_reaches_the_node(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform,
+    celery_worker_process: subprocess.Popen,
+) -> None:  # fmt: skip
+    """The Celery worker is killed: nudges are not delivered, and a destination added mid-stream
+    still goes live, from the agent's own poll (5 s)."""
+    stream = create_stream(streamer, YouTube="ytkey")
+    rig.publish(stream["streamKey"])
+    wait_until(lambda: relay_states(streamer, stream["id"]) == {"YouTube": "live"}, 20)
+    celery_worker_process.kill()
+    celery_worker_process.wait()
+    body = {"service": "Twitch", "streamKey": "twkey"}
+    added = time.monotonic()
+    response = streamer.post(f"/streams/{stream['id']}/destination", body, format="json")
+    assert response.status_code == 200, response.content
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 20, 0.2)
+    print(f"\n[worker killed] added destination live after {time.monotonic() - added:.1f}s")
+    assert "twkey" in twitch.publishers()
 
 
 # --- the broker goes away -------------------------------------------------------------------

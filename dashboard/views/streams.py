@@ -1,0 +1,253 @@
+"""Streams, their destinations and their live status."""
+
+from collections.abc import Callable
+from datetime import datetime
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from agents import selectors as nodes
+from agents.node.protocol import DisplayState, RelayState
+from dashboard.views.base import attempt, done, field_errors, form_values, page, user_of
+from rig.api import ApiError, validate
+from streams import selectors, services
+from streams.apis import DestinationAddApi
+from streams.destinations import ingest_base
+from streams.models import Service, Stream
+
+# What a person sees of a relay: "pending" is a relay about to start; a finished one is offline.
+SHOWN_STATE: dict[str, str] = {
+    DisplayState.PENDING: "starting",
+    RelayState.STARTING: "starting",
+    RelayState.LIVE: "live",
+    RelayState.RECONNECTING: "reconnecting",
+    RelayState.FAILED: "failed",
+    RelayState.STOPPED: "offline",
+    # The node went quiet: its agent (and with it every relay) most likely died.
+    DisplayState.UNKNOWN: "offline",
+}
+
+RECENT_SESSIONS = 10  # on the stream page; the API pages through all of them
+
+# --- streams -------------------------------------------------------------------------------
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("dashboard:streams")
+
+
+@require_http_methods(["GET", "POST"])
+@page
+def streams(request: HttpRequest) -> HttpResponse:
+    user = user_of(request)
+    if request.method == "POST":
+        created: list[Stream] = []
+        error = attempt(lambda: created.append(services.stream_create(user=user)))
+        if error is None:
+            messages.success(request, "Stream created. Point OBS at the settings below.")
+            return redirect("dashboard:stream", stream_id=created[0].id)
+        return done(request, error, "", "/app/")
+    rows = selectors.stream_list(user=user).prefetch_related("destinations")
+    return render(request, "dashboard/streams.html", {"streams": rows})
+
+
+def _obs_server(stream: Stream) -> str:
+    """Where OBS should connect: the serving node while live, else the recommended ingest."""
+    session = stream.live_session
+    if session is not None and session.node is not None:
+        return session.node.rtmp_url
+    return next(s["rtmpUrl"] for s in nodes.ingest_servers() if s["recommended"])
+
+
+def _since(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _relays(stream: Stream) -> list[dict[str, Any]]:
+    """Each destination as its card shows it: the relay API's item, its display state and the
+    server it goes to (never its key)."""
+    rows = []
+    reporting = selectors.node_reporting(stream)
+    relays = selectors.session_relays(stream)
+    for destination in stream.destinations.all():
+        relay = selectors.relay_item(destination, relays.get(destination.pk), reporting=reporting)
+        live = stream.is_streaming and relay["isActive"]
+        if not live:  # figures of a relay that is not running are history, not news
+            relay.update(bitrateKbps=None, fps=None, since=None, lastError=None)
+        rows.append(
+            {
+                **relay,
+                "shown": SHOWN_STATE[relay["state"]] if live else "offline",
+                "since": _since(relay["since"]),
+                "server": ingest_base(destination.service, destination.server_url),
+            }
+        )
+    return rows
+
+
+def _live_context(stream: Stream) -> dict[str, Any]:
+    session = stream.session
+    return {
+        "stream": stream,
+        "stream_state": "live" if stream.is_streaming else "offline",
+        "reason": session.end_reason or None if session else None,
+        "relays": _relays(stream),
+    }
+
+
+@require_GET
+@page
+def stream(request: HttpRequest, stream_id: str) -> HttpResponse:
+    return _stream_page(request, stream_id)
+
+
+def _stream_page(
+    request: HttpRequest,
+    stream_id: str,
+    *,
+    form: dict[str, str] | None = None,
+    error: ApiError | None = None,
+) -> HttpResponse:
+    detail = selectors.stream_get_detailed(user=user_of(request), stream_id=stream_id)
+    context = {
+        **_live_context(detail),
+        "server": _obs_server(detail),
+        "services": Service.values,
+        "form": form or {"service": Service.CUSTOM},
+        "errors": field_errors(error),
+        "sessions": [
+            {**session, "started": _since(session["startedAt"])}
+            for session in selectors.session_list(stream=detail)[:RECENT_SESSIONS]
+        ],
+    }
+    return render(request, "dashboard/stream.html", context, status=error.status if error else 200)
+
+
+@require_GET
+@page
+def stream_live(request: HttpRequest, stream_id: str) -> HttpResponse:
+    """What the stream page polls every 2 s: its live parts, each swapped in by id."""
+    detail = selectors.stream_get_detailed(user=user_of(request), stream_id=stream_id)
+    return render(request, "dashboard/_live.html", {**_live_context(detail), "oob": True})
+
+
+def _stream_action(view: Callable[[HttpRequest, Stream], HttpResponse]) -> Callable[..., Any]:
+    """A button on the stream page, on the user's own stream. Opening its address (a reload
+    after a form error, a bookmark) leads back to the stream page."""
+
+    @require_http_methods(["GET", "POST"])
+    @page
+    @wraps(view)
+    def wrapped(request: HttpRequest, stream_id: str) -> HttpResponse:
+        stream = selectors.stream_get(user=user_of(request), stream_id=stream_id)
+        if request.method == "GET":
+            return redirect(_back(stream))
+        return view(request, stream)
+
+    return wrapped
+
+
+def _back(stream: Stream) -> str:
+    return f"/app/streams/{stream.id}"
+
+
+@_stream_action
+def stream_rotate_key(request: HttpRequest, stream: Stream) -> HttpResponse:
+    error = attempt(lambda: services.stream_key_rotate(stream=stream))
+    return done(request, error, "New stream key: update it in OBS.", _back(stream))
+
+
+@_stream_action
+def stream_active(request: HttpRequest, stream: Stream) -> HttpResponse:
+    active = request.POST.get("isActive") == "true"
+    error = attempt(lambda: services.stream_update(stream=stream, is_active=active))
+    return done(
+        request, error, "Stream activated." if active else "Stream deactivated.", _back(stream)
+    )
+
+
+@_stream_action
+def stream_delete(request: HttpRequest, stream: Stream) -> HttpResponse:
+    error = attempt(lambda: services.stream_delete(stream=stream))
+    return done(request, error, "Stream deleted.", "/app/")
+
+
+@_stream_action
+def destination_add(request: HttpRequest, stream: Stream) -> HttpResponse:
+    form = form_values(request, "service", "streamKey", "serverUrl")
+
+    def add() -> None:
+        data = validate(DestinationAddApi.InputSerializer, form)
+        services.destination_add(
+            stream=stream,
+            service=data["service"],
+            stream_key=data["streamKey"],
+            server_url=data.get("serverUrl", ""),
+        )
+
+    error = attempt(add)
+    if error is not None:
+        form.pop("streamKey", None)  # a key is never sent back into a page
+        return _stream_page(request, str(stream.id), form=form, error=error)
+    messages.success(request, "Destination added.")
+    return redirect(_back(stream))
+
+
+def _destination_action(view: Callable[..., HttpResponse]) -> Callable[..., Any]:
+    """A button on one destination's card, on the user's own destination (GET: its page)."""
+
+    @require_http_methods(["GET", "POST"])
+    @page
+    @wraps(view)
+    def wrapped(request: HttpRequest, stream_id: str, destination_id: str) -> HttpResponse:
+        destination = selectors.destination_get(
+            user=user_of(request), stream_id=stream_id, destination_id=destination_id
+        )
+        if request.method == "GET":
+            return redirect(_back(destination.stream))
+        return view(request, destination)
+
+    return wrapped
+
+
+@_destination_action
+def destination_active(request: HttpRequest, destination: Any) -> HttpResponse:
+    active = request.POST.get("isActive") == "true"
+    error = attempt(lambda: services.destination_update(destination=destination, is_active=active))
+    message = "Destination enabled." if active else "Destination disabled."
+    return done(request, error, message, _back(destination.stream))
+
+
+@_destination_action
+def destination_mute(request: HttpRequest, destination: Any) -> HttpResponse:
+    muted = request.POST.get("isMuted") == "true"
+    error = attempt(lambda: services.relay_mute(destination=destination, muted=muted))
+    message = "Audio muted for this destination." if muted else "Audio restored."
+    return done(request, error, message, _back(destination.stream))
+
+
+@_destination_action
+def destination_restart(request: HttpRequest, destination: Any) -> HttpResponse:
+    error = attempt(lambda: services.relay_restart(destination=destination))
+    return done(request, error, "Restart requested.", _back(destination.stream))
+
+
+@_destination_action
+def destination_delete(request: HttpRequest, destination: Any) -> HttpResponse:
+    error = attempt(lambda: services.destination_delete(destination=destination))
+    return done(request, error, "Destination deleted.", _back(destination.stream))
+
+
+@require_GET
+@page
+def relay_log(request: HttpRequest, stream_id: str, destination_id: str) -> HttpResponse:
+    destination = selectors.destination_get(
+        user=user_of(request), stream_id=stream_id, destination_id=destination_id
+    )
+    lines = selectors.relay_detail(destination=destination)["log"]
+    return render(request, "dashboard/_log.html", {"lines": lines})
