@@ -13,6 +13,7 @@ from django.utils import timezone
 from agents.models import IngestNode, NodeWatch
 from agents.node.protocol import LOG_LINES_KEPT, DisplayState
 from agents.node.relay import redact
+from rig.api import ApiError, ErrorCode
 from streams import sessions as stream_sessions
 from streams.models import Destination, Relay, Stream
 from streams.selectors import live_streams
@@ -212,6 +213,35 @@ def nodes_mark_lost() -> list[str]:
             )
             lost.append(node.name)
     return lost
+
+
+def stream_snapshot(*, stream: Stream) -> bytes:
+    """The current picture of a live stream (JPEG, at most 2 s old), from the node that
+    ingests it (agents.node.snapshots). 409 (1013) when the stream is not live, 503 (1012)
+    when its node gives none."""
+    session = stream.live_session
+    if session is None:
+        raise ApiError(ErrorCode.WRONG_STATE, "Stream is not live", 409)
+    node = session.node
+    if node is None or not node.agent_url:
+        raise _no_picture()
+    request = urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
+        f"{node.agent_url.rstrip('/')}/snapshot/{stream.stream_key}",
+        headers={"Authorization": f"Bearer {node.token_hash}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=settings.RIG_SNAPSHOT_TIMEOUT_S) as answer:  # noqa: S310
+            jpeg: bytes = answer.read(8 * 1024 * 1024)
+    except OSError as error:
+        logger.info("no snapshot from node %s: %s", node.name, error)
+        raise _no_picture() from None
+    if not jpeg.startswith(b"\xff\xd8"):
+        raise _no_picture()
+    return jpeg
+
+
+def _no_picture() -> ApiError:
+    return ApiError(ErrorCode.UNAVAILABLE, "No picture: the stream's node gave none", 503)
 
 
 def node_update(

@@ -18,6 +18,7 @@ urlpatterns = [
     path("app/password", accounts.password, name="password"),
     path(_STREAM, streams.stream, name="stream"),
     path(f"{_STREAM}/live", streams.stream_live, name="stream-live"),
+    path(f"{_STREAM}/picture", streams.stream_picture, name="stream-picture"),
     path(f"{_STREAM}/rotateKey", streams.stream_rotate_key, name="stream-rotate-key"),
     path(f"{_STREAM}/active", streams.stream_active, name="stream-active"),
     path(f"{_STREAM}/delete", streams.stream_delete, name="stream-delete"),

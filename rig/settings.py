@@ -295,6 +295,8 @@ RIG_WEBHOOK_BACKOFF_MAX_S = env_int("RIG_WEBHOOK_BACKOFF_MAX_S", 600)
 RIG_WEBHOOK_MAX_ATTEMPTS = env_int("RIG_WEBHOOK_MAX_ATTEMPTS", 6)
 # How long a worker waits for a node's agent to accept a nudge (the agent's poll is the backstop).
 RIG_NUDGE_TIMEOUT_S = float(env_int("RIG_NUDGE_TIMEOUT_MS", 2000)) / 1000
+# How long GET /streams/{id}/snapshot waits for the node's picture (it decodes a keyframe).
+RIG_SNAPSHOT_TIMEOUT_S = float(env_int("RIG_SNAPSHOT_TIMEOUT_MS", 8000)) / 1000
 
 # Plain text with the request id for development; RIG_LOG_FORMAT=json for one object per line.
 LOGGING = logging_config(

@@ -3,6 +3,7 @@
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -10,8 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
+from agents import services as node_services
 from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
-from rig.schema import payload
+from rig.schema import error_response, payload, plain_text
 from streams import selectors, services
 from streams.destinations import destination_fields, ingest_base
 from streams.models import Destination, Service, Stream
@@ -97,6 +99,26 @@ class StreamChangeKeyApi(APIView):
         stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         stream = services.stream_key_rotate(stream=stream)
         return ok("New stream key", {"key": stream.stream_key, "streamID": str(stream.id)})
+
+
+class StreamSnapshotApi(APIView):
+    """The current picture of the live stream, as JPEG (at most 2 s old)."""
+
+    @plain_text(
+        "image/jpeg",
+        "The stream's current picture: decoded from its latest keyframe on the node that "
+        "ingests it, at most 2 s old, at most 1280 px wide.",
+        errors={
+            409: error_response(ErrorCode.WRONG_STATE, note="here: the stream is not live"),
+            503: error_response(ErrorCode.UNAVAILABLE, note="here: its node gave no picture"),
+        },
+    )
+    def get(self, request: Request, stream_id: str) -> HttpResponse:
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
+        jpeg = node_services.stream_snapshot(stream=stream)
+        response = HttpResponse(jpeg, content_type="image/jpeg")
+        response["Cache-Control"] = "private, max-age=2"
+        return response
 
 
 class _DestinationKey(StrictCharField):

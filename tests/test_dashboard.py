@@ -274,16 +274,18 @@ def _live_stream(owner: User, destinations: int) -> Stream:
 
 
 @pytest.mark.parametrize("destinations", [1, 6])
-def test_status_refresh_costs_one_request_and_five_queries(
+def test_status_refresh_costs_one_request_and_seven_queries(
     alice_page: Client, alice: User, destinations: int, django_assert_num_queries: Any
 ) -> None:
     stream = _live_stream(alice, destinations)
     # login session, user, the stream with its publish session and node, its destinations,
-    # their relays in that session
-    with django_assert_num_queries(5):
+    # their relays in that session; the recent sessions with their relays
+    with django_assert_num_queries(7):
         response = alice_page.get(f"/app/streams/{stream.id}/live")
     html = response.content.decode()
-    assert html.count('hx-swap-oob="true"') == destinations + 1
+    # each destination, and the stream's state, picture and recent sessions
+    assert html.count('hx-swap-oob="true"') == destinations + 3
+    assert f'src="/app/streams/{stream.id}/picture?at=' in html
     assert 'id="stream-state" hx-swap-oob="true"' in html
     assert html.count(">live</span>") == destinations + 1
     assert "3100 kb/s" in html

@@ -21,6 +21,7 @@ from agents.node import ingest
 from agents.node.client import ControlPlane, ControlPlaneError
 from agents.node.protocol import LAST_ERROR_CHARS, attach_new_log
 from agents.node.relay import RelaySnapshot, RelaySpec
+from agents.node.snapshots import Snapshots
 from agents.node.supervisor import Supervisor
 
 logger = logging.getLogger("rig.agent")
@@ -134,6 +135,7 @@ class Agent:
             on_change=self._relay_changed,
             private_ok=config.private_ok,
         )
+        self.snapshots = Snapshots(ffmpeg=config.ffmpeg, rtmp_port=config.rtmp_port)
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
@@ -167,6 +169,7 @@ class Agent:
         )
         self._served = publishers
         self.supervisor.reconcile(specs)
+        self.snapshots.keep_only(set(self._keys.values()))
         for name in publishers_to_drop(streams, publishers):
             logger.info("dropping a publisher whose session is no longer live here")
             try:
@@ -299,17 +302,38 @@ class Agent:
                 self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 4096))
                 if self.path.rstrip("/") != "/reconcile":
                     return self._answer(404, {"message": "Not found", "errorCode": 1000})
-                given = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                if not hmac.compare_digest(given.encode(), agent._nudge_secret().encode()):
+                if not self._authorized():
                     return self._answer(401, {"message": "Invalid credentials", "errorCode": 1003})
                 agent.nudge()
                 return self._answer(202, {"message": "Reconciling", "payload": None})
 
+            def _authorized(self) -> bool:
+                given = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                return hmac.compare_digest(given.encode(), agent._nudge_secret().encode())
+
             def do_GET(self) -> None:
+                if self.path.startswith("/snapshot/"):
+                    return self._snapshot(self.path.removeprefix("/snapshot/"))
                 if self.path.rstrip("/") != "/healthz":
                     return self._answer(404, {"message": "Not found", "errorCode": 1000})
                 relays = len(agent.supervisor.states())
                 return self._answer(200, {"message": "OK", "payload": {"relays": relays}})
+
+            def _snapshot(self, key: str) -> None:
+                """The control plane asks for the picture of a stream live here."""
+                if not self._authorized():
+                    return self._answer(401, {"message": "Invalid credentials", "errorCode": 1003})
+                if key not in set(agent._keys.values()):
+                    return self._answer(404, {"message": "Not found", "errorCode": 1000})
+                jpeg = agent.snapshots.get(key)
+                if jpeg is None:
+                    return self._answer(504, {"message": "No picture", "errorCode": 1012})
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(jpeg)))
+                self.end_headers()
+                self.wfile.write(jpeg)
+                return None
 
             def log_message(self, format: str, *args: Any) -> None:
                 return  # request lines are noise here; nothing secret is in them anyway

@@ -32,7 +32,8 @@ __all__ = ["OnChange", "RelayRunner", "RunnerSettings"]
 
 logger = logging.getLogger(__name__)
 
-_RATE_WINDOW = 5  # progress reports (about one a second) that bitrate/fps are measured over
+_RATE_WINDOW = 5  # progress reports (two a second) that bitrate/fps are measured over
+_CATCH_UP_S = 2.5  # after going live, a connection may still be catching up on the ingest's GOP
 _JITTER = 0.2
 
 OnChange = Callable[[RelaySnapshot], None]
@@ -160,16 +161,18 @@ class RelayRunner:
             )
 
     def _rates(self) -> tuple[float | None, float | None]:
-        # ffmpeg's own bitrate/fps are averages since the process started, which hides a drop
-        # after hours of streaming; measure over the last few reports when there are enough.
-        if len(self._samples) >= 2 and self._samples[-1][0] - self._samples[0][0] >= 0.5:
-            (t0, b0, f0), (t1, b1, f1) = self._samples[0], self._samples[-1]
-            kbps = round((b1 - b0) * 8 / 1000 / (t1 - t0), 1)
-            fps = round((f1 - f0) / (t1 - t0), 2) if f0 is not None and f1 is not None else None
-            return kbps, fps
-        if self._reported is None:
+        """Bitrate and fps over the last few progress reports (ffmpeg's own figures are
+        averages since the process started, which hide a drop after hours). Not in the first
+        seconds of a connection: the relay then catches up on the ingest's buffered GOP, and
+        a rate measured over that burst (twice the real fps) is no news to anyone."""
+        settled = (self._live_since or 0.0) + _CATCH_UP_S
+        samples = [sample for sample in self._samples if sample[0] >= settled]
+        if len(samples) < 2 or samples[-1][0] - samples[0][0] < 0.5:
             return None, None
-        return self._reported.bitrate_kbps, self._reported.fps
+        (t0, b0, f0), (t1, b1, f1) = samples[0], samples[-1]
+        kbps = round((b1 - b0) * 8 / 1000 / (t1 - t0), 1)
+        fps = round((f1 - f0) / (t1 - t0), 2) if f0 is not None and f1 is not None else None
+        return kbps, fps
 
     def _notify(self) -> None:
         """Tell ``on_change`` about the current state if it differs from the last one told."""

@@ -1,5 +1,6 @@
 """Streams, their destinations and their live status."""
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
@@ -11,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from agents import selectors as nodes
+from agents import services as node_services
 from agents.node.protocol import DisplayState, RelayState
 from dashboard.views.base import attempt, done, field_errors, form_values, page, user_of
 from rig.api import ApiError, validate
@@ -97,6 +99,12 @@ def _live_context(stream: Stream) -> dict[str, Any]:
         "stream_state": "live" if stream.is_streaming else "offline",
         "reason": session.end_reason or None if session else None,
         "relays": _relays(stream),
+        # A new address each refresh: the browser asks for the current picture again.
+        "picture_at": int(time.time()) if stream.is_streaming else None,
+        "sessions": [
+            {**session, "started": _since(session["startedAt"])}
+            for session in selectors.session_list(stream=stream)[:RECENT_SESSIONS]
+        ],
     }
 
 
@@ -120,10 +128,6 @@ def _stream_page(
         "services": Service.values,
         "form": form or {"service": Service.CUSTOM},
         "errors": field_errors(error),
-        "sessions": [
-            {**session, "started": _since(session["startedAt"])}
-            for session in selectors.session_list(stream=detail)[:RECENT_SESSIONS]
-        ],
     }
     return render(request, "dashboard/stream.html", context, status=error.status if error else 200)
 
@@ -134,6 +138,20 @@ def stream_live(request: HttpRequest, stream_id: str) -> HttpResponse:
     """What the stream page polls every 2 s: its live parts, each swapped in by id."""
     detail = selectors.stream_get_detailed(user=user_of(request), stream_id=stream_id)
     return render(request, "dashboard/_live.html", {**_live_context(detail), "oob": True})
+
+
+@require_GET
+@page
+def stream_picture(request: HttpRequest, stream_id: str) -> HttpResponse:
+    """The live stream's current picture (the API's snapshot), for the page's preview."""
+    stream = selectors.stream_get(user=user_of(request), stream_id=stream_id)
+    try:
+        jpeg = node_services.stream_snapshot(stream=stream)
+    except ApiError:  # not live (yet), or no picture this time: the next refresh asks again
+        return HttpResponse(status=204)
+    response = HttpResponse(jpeg, content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=2"
+    return response
 
 
 def _stream_action(view: Callable[[HttpRequest, Stream], HttpResponse]) -> Callable[..., Any]:
