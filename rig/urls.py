@@ -9,6 +9,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dashboard.views.accounts import admin_login
 from rig import docs, monitoring
 from rig.api import not_found, route
 
@@ -24,6 +25,7 @@ class UnknownRouteApi(APIView):
 
 
 urlpatterns = [
+    path("admin/login/", admin_login, name="admin-login"),  # throttled like every login
     path("admin/", admin.site.urls),
     route("metrics", monitoring.MetricsApi.as_view(), "metrics"),
     route("healthz", monitoring.HealthzApi.as_view(), "healthz"),

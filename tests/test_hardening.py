@@ -10,6 +10,7 @@ import pytest
 import redis
 from django.core.cache import cache
 from django.db import connection
+from django.test import Client
 from rest_framework.test import APIClient
 
 from accounts.apis import account_ident
@@ -191,6 +192,17 @@ def test_a_username_with_nul_makes_a_safe_throttle_key(alice: User) -> None:
         ident = account_ident(name)  # fit for any cache: printable, bounded
         assert ident.isalnum() and len(ident) <= 64
     assert account_ident("Alice") == account_ident("alice")
+
+
+def test_admin_login_guesses_are_throttled(alice: User) -> None:
+    """Django admin's login counts in the same buckets as the API's."""
+    client = Client()
+    form = {"username": "alice", "password": "wrong-password", "next": "/admin/"}
+    for _ in range(10):
+        assert client.post("/admin/login/", form).status_code == 200  # the form, again
+    refused = client.post("/admin/login/", {**form, "password": PASSWORD})
+    assert refused.status_code == 429 and b"Too many attempts" in refused.content
+    assert_error(_login(PASSWORD), 429, 1010)  # the API's bucket is the same one
 
 
 def test_old_password_guesses_are_throttled(alice_client: APIClient) -> None:

@@ -163,4 +163,5 @@ def test_a_node_at_full_capacity_with_busy_logs_is_heard(
             relay = Relay.objects.get(destination_id=snapshot.destination_id)
             assert relay.log == list(snapshot.log)[-LOG_LINES_KEPT:]
             assert relay.restarts == 7 and relay.last_error.startswith("[error] xxx")
+    print(f"\n[node report] 100 relays, 160 log lines each: delivered in {reports} reports")
     assert reports < 80

@@ -127,6 +127,30 @@ def test_a_dead_agent_is_not_reported_live_and_a_new_one_takes_over(
     assert _both_see_video(youtube, twitch, tmp_path, "after")
 
 
+def test_a_destination_down_for_a_minute_is_live_again_within_seconds(
+    rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, live_stream: Any,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Twitch's ingest is gone for 60 s (its relay backs off to the longest wait meanwhile):
+    once it answers, the leg is live again within 5 s, and YouTube never noticed."""
+    stream, _ = live_stream
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15)
+    youtube_client = youtube.publishers()["ytkey"][0]
+    twitch.stop()
+    down = time.monotonic()
+    wait_until(lambda: relay_states(streamer, stream["id"])["Twitch"] != "live", 15, 0.2)
+    assert picture_moves(f"{youtube.base_url}/ytkey", tmp_path / "yt-during.flv")
+    time.sleep(max(0.0, 60 - (time.monotonic() - down)))
+    twitch.start()
+    back = time.monotonic()
+    wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 20, 0.2)
+    live_after = time.monotonic() - back
+    print(f"\n[destination down 60 s] live again {live_after:.1f}s after it came back")
+    assert live_after <= 5, f"live again only {live_after:.1f}s after the destination returned"
+    assert youtube.publishers()["ytkey"][0] == youtube_client  # the same connection throughout
+    assert _both_see_video(youtube, twitch, tmp_path, "after")
+
+
 def test_a_destination_that_stops_reading_leaves_live_and_spares_the_other(
     rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, tmp_path: Path
 ) -> None:
