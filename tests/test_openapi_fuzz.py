@@ -1,9 +1,14 @@
 """Schemathesis against /schema through the WSGI app: generated requests to the user endpoints
 (accounts, streams with their destinations and relays, webhooks) never make a server error, and
 what comes back matches the schema. Bounded to a few examples per operation so it stays well
-under a minute."""
+under a minute. It runs twice: with the test settings, and in a process of its own with
+production settings (DEBUG off), behind a TLS proxy as production runs."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,9 +38,15 @@ def wsgi_keeps_the_test_connection() -> Iterator[None]:
 
 @pytest.fixture
 def api_schema(db: None, wsgi_keeps_the_test_connection: None) -> Any:
-    return schemathesis.openapi.from_wsgi("/schema.json", application).include(
+    return schemathesis.openapi.from_wsgi("/schema.json", application, headers=_https()).include(
         path_regex=r"^/(accounts|streams|webhooks)"
     )
+
+
+def _https() -> dict[str, str]:
+    """Production answers HTTPS only: the TLS proxy in front (RIG_TRUSTED_PROXIES) says the
+    request came that way. The test settings trust no proxy and ignore it."""
+    return {"X-Forwarded-Proto": "https"}
 
 
 @pytest.fixture
@@ -45,7 +56,7 @@ def auth(db: None, settings: Any) -> dict[str, str]:
     stream = StreamFactory.create(owner=user)
     DestinationFactory.create(stream=stream)
     WebhookEndpoint.objects.create(owner=user, url="https://hooks.example.com/rig")
-    return {"Authorization": f"Bearer {tokens_for(user)['token']}"}
+    return {"Authorization": f"Bearer {tokens_for(user)['token']}", **_https()}
 
 
 def test_user_endpoints_never_fail_with_a_server_error(
@@ -54,6 +65,7 @@ def test_user_endpoints_never_fail_with_a_server_error(
     # schemathesis' pytest plugin does not run under pytest 9; drive hypothesis directly.
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 25
+    statuses: set[int] = set()
 
     for operation in operations:
 
@@ -66,8 +78,36 @@ def test_user_endpoints_never_fail_with_a_server_error(
             suppress_health_check=list(HealthCheck),
         )
         def run(case: Any) -> None:
-            case.call_and_validate(
+            response = case.call_and_validate(
                 headers=auth, checks=[not_a_server_error, response_schema_conformance]
             )
+            statuses.add(response.status_code)
 
         run()
+    # Real answers, not a redirect to HTTPS (a redirect is no server error either).
+    assert 200 in statuses and not statuses & {301, 302, 307, 308}, statuses
+
+
+def test_with_production_settings_too() -> None:
+    """The same generated requests against a process with production settings: DEBUG off, a
+    real secret, one allowed host, HTTPS behind one trusted proxy, the dev conveniences off."""
+    root = Path(__file__).resolve().parents[1]
+    database = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig")
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY"}},
+        "DEBUG": "0",
+        "SECRET_KEY": "production-fuzz-" + "0123456789abcdef" * 3,
+        "ALLOWED_HOSTS": "testserver,localhost",
+        "RIG_TRUSTED_PROXIES": "1",
+        # Its own database (pytest-django creates test_<name>) and no throttle state shared
+        # with other runs: the counters would outlive this one in Redis.
+        "DATABASE_URL": database.rsplit("/", 1)[0] + "/rig_prodfuzz",
+        "RIG_CACHE_REDIS": "0",
+    }
+    node = "tests/test_openapi_fuzz.py::test_user_endpoints_never_fail_with_a_server_error"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--create-db", node],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "1 passed" in run.stdout
