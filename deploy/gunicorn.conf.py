@@ -6,9 +6,12 @@ counts, so the master empties the directory at start, and tells prometheus-clien
 exits (so live-process gauges stop counting it).
 """
 
+import json
 import os
 from pathlib import Path
 from typing import Any
+
+from gunicorn import util
 
 
 def on_starting(server: Any) -> None:
@@ -25,3 +28,24 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# gunicorn answers requests it cannot parse (a request line over 4094 bytes, bad headers)
+# itself, with an HTML page. rig's clients expect the error envelope everywhere: the same
+# answer in JSON, codes as rig.api.ErrorCode has them, and nothing of the request echoed (a
+# request line may carry a stream key).
+_ERROR_CODES = {403: 1003, 500: 1008}  # INVALID_CREDENTIALS, FETCH_FAILED; else INVALID_INPUT
+
+
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    body = json.dumps(
+        {"message": reason, "errorCode": _ERROR_CODES.get(status_int, 1005), "details": None}
+    )
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, (head + body).encode("latin1"))
+
+
+util.write_error = _write_json_error

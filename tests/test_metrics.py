@@ -1,6 +1,7 @@
 """/metrics: Prometheus text with the gauges an operator watches, the hook latency histogram and
 Celery task outcomes counted by a real worker; loopback or a token only."""
 
+import json
 import os
 import socket
 import subprocess
@@ -274,3 +275,26 @@ def test_hook_histogram_is_one_total_across_gunicorn_workers(gunicorn_multiproce
         counts.add(count)
         assert "rig_streams_live" in families
     assert counts == {sent}
+
+
+def test_gunicorn_answers_what_it_cannot_parse_with_the_envelope(gunicorn_multiprocess) -> None:
+    """An over-long request line or a broken header never reaches Django: gunicorn answers
+    it, in rig's error envelope, without echoing the request (it may carry a key)."""
+    base, _ = gunicorn_multiprocess
+    port = int(base.rsplit(":", 1)[1])
+    secret = "sk_live_" + "x" * 5000
+    for request, status in [
+        (f"GET /agents/config/{secret} HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (f"GET / HTTP/1.1\r\nHost: x\r\nBad Header {secret[:40]}\r\n\r\n", 400),
+    ]:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(request.encode())
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        head, _, body = answer.decode("latin1").partition("\r\n\r\n")
+        assert head.startswith(f"HTTP/1.1 {status} ")
+        assert "Content-Type: application/json" in head
+        envelope = json.loads(body)
+        assert set(envelope) == {"message", "errorCode", "details"}
+        assert envelope["errorCode"] == 1005 and "sk_live" not in answer.decode("latin1")
