@@ -139,9 +139,14 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
+_PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_VIA")
+
+
 def _proxied(request: Request) -> bool:
-    """Came through a reverse proxy on this host: loopback says nothing about the client."""
-    return any(name in request.META for name in ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED"))
+    """May have come through a reverse proxy on this host, so loopback says nothing about the
+    client: rig is configured behind one (RIG_TRUSTED_PROXIES), or a proxy's header is there
+    (a proxy that adds none is what RIG_TRUSTED_PROXIES is for)."""
+    return settings.RIG_TRUSTED_PROXIES > 0 or any(name in request.META for name in _PROXY_HEADERS)
 
 
 def metrics_authorize(request: Request) -> None:

@@ -143,7 +143,8 @@ SECURE_HSTS_SECONDS = env_int("RIG_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RIG_HSTS_SUBDOMAINS", True)
 SECURE_HSTS_PRELOAD = env_bool("RIG_HSTS_PRELOAD", True)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
-if env_int("RIG_TRUSTED_PROXIES", 0) > 0:
+RIG_TRUSTED_PROXIES = env_int("RIG_TRUSTED_PROXIES", 0)  # reverse proxies in front of rig
+if RIG_TRUSTED_PROXIES > 0:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 X_FRAME_OPTIONS = "DENY"
 
@@ -170,7 +171,7 @@ REST_FRAMEWORK = {
     "UNICODE_JSON": False,
     # Clients are told apart by REMOTE_ADDR, or by the X-Forwarded-For entry the last
     # RIG_TRUSTED_PROXIES proxies added: a forged header is no new identity for the throttles.
-    "NUM_PROXIES": env_int("RIG_TRUSTED_PROXIES", 0),
+    "NUM_PROXIES": RIG_TRUSTED_PROXIES,
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "rig.api.JSONOnlyNegotiation",
     "DEFAULT_METADATA_CLASS": None,
     "EXCEPTION_HANDLER": "rig.errors.exception_handler",

@@ -181,6 +181,16 @@ def test_loopback_is_open_without_a_token() -> None:
     # Through a reverse proxy on this host, loopback says nothing about who is asking.
     assert_error(APIClient().get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9"), 403, 1003)
     assert_error(APIClient().get("/metrics", HTTP_FORWARDED="for=203.0.113.9"), 403, 1003)
+    assert_error(APIClient().get("/metrics", HTTP_X_REAL_IP="203.0.113.9"), 403, 1003)
+
+
+def test_behind_a_configured_proxy_loopback_is_not_enough(settings) -> None:
+    """A proxy that adds no header of its own: every client arrives from loopback, so rig,
+    told it runs behind one, asks for the token."""
+    settings.RIG_TRUSTED_PROXIES = 1
+    assert_error(APIClient().get("/metrics"), 403, 1003)
+    settings.RIG_METRICS_TOKEN = "metrics-s3cret"
+    assert ("rig_streams_live", ()) in scrape(HTTP_AUTHORIZATION="Bearer metrics-s3cret")
 
 
 def test_token_is_required_when_set(settings) -> None:
