@@ -106,7 +106,9 @@ def node_report(
             # then reach the relay API, the dashboard or a webhook.
             secrets = (report["streamKey"], destination_key)
             before = stored.get((session_id, relay["destinationId"]))
-            log = [*(before.log if before else []), *relay.get("newLog", [])]
+            # Stored lines were redacted when they came in: only the new ones need it.
+            new = [redact(line, secrets) for line in relay.get("newLog", [])]
+            log = [*(before.log if before else []), *new]
             rows[relay["destinationId"]] = Relay(
                 session_id=session_id,
                 destination_id=relay["destinationId"],
@@ -118,7 +120,7 @@ def node_report(
                 restarts=relay.get("restarts", 0),
                 since=_since(relay.get("since")),
                 last_error=redact(relay.get("lastError") or "", secrets),
-                log=[redact(line, secrets) for line in log[-LOG_LINES_KEPT:]],
+                log=log[-LOG_LINES_KEPT:],
             )
             if before is not None:
                 previous[relay["destinationId"]] = before.state
@@ -215,6 +217,20 @@ def nodes_mark_lost() -> list[str]:
     return lost
 
 
+def agent_request(node: IngestNode, path: str, body: bytes | None = None) -> urllib.request.Request:
+    """A call to the node's agent at its ``agent_url`` (nudges, snapshots), authenticated the
+    way the agent checks it (agents.node.agent: the sha256 of the node token)."""
+    headers = {"Authorization": f"Bearer {node.token_hash}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
+        node.agent_url.rstrip("/") + path,
+        data=body,
+        method="POST" if body is not None else "GET",
+        headers=headers,
+    )
+
+
 def stream_snapshot(*, stream: Stream) -> bytes:
     """The current picture of a live stream (JPEG, at most 2 s old), from the node that
     ingests it (agents.node.snapshots). 409 (1013) when the stream is not live, 503 (1012)
@@ -225,10 +241,7 @@ def stream_snapshot(*, stream: Stream) -> bytes:
     node = session.node
     if node is None or not node.agent_url:
         raise _no_picture()
-    request = urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
-        f"{node.agent_url.rstrip('/')}/snapshot/{stream.stream_key}",
-        headers={"Authorization": f"Bearer {node.token_hash}"},
-    )
+    request = agent_request(node, f"/snapshot/{stream.stream_key}")
     try:
         with urllib.request.urlopen(request, timeout=settings.RIG_SNAPSHOT_TIMEOUT_S) as answer:  # noqa: S310
             jpeg: bytes = answer.read(8 * 1024 * 1024)

@@ -21,12 +21,7 @@ def node_nudge(node_id: int) -> bool:
     node = IngestNode.objects.filter(pk=node_id).first()
     if node is None or not node.agent_url:
         return False
-    request = urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
-        node.agent_url.rstrip("/") + "/reconcile",
-        method="POST",
-        data=b"{}",
-        headers={"Authorization": f"Bearer {node.token_hash}", "Content-Type": "application/json"},
-    )
+    request = services.agent_request(node, "/reconcile", b"{}")
     with urllib.request.urlopen(request, timeout=settings.RIG_NUDGE_TIMEOUT_S) as response:  # noqa: S310
         return bool(200 <= response.status < 300)
 

@@ -6,9 +6,9 @@ produced in one place (rig.errors.exception_handler) from ``ApiError`` or DRF's 
 
 import re
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.urls import URLPattern, re_path
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
@@ -63,13 +63,16 @@ def invalid_input(field: str, message: str) -> ApiError:
     return ApiError(ErrorCode.INVALID_INPUT, "Invalid input", 400, {field: [message]})
 
 
+Owner = TypeVar("Owner", bound=Model)
+
+
 def enforce_limit(
-    owner: QuerySet[Any], owned: QuerySet[Any], limit: int, *, what: str, field: str, per: str
-) -> None:
+    owner: QuerySet[Owner], owned: QuerySet[Any], limit: int, *, what: str, field: str, per: str
+) -> Owner:
     """Within the caller's transaction: lock the ``owner`` row, then refuse (409, 1011) when it
     already has ``limit`` of ``owned``. The lock queues two creates made at once, so they
-    cannot both take the last slot."""
-    list(owner.select_for_update())
+    cannot both take the last slot. Returns the owner as locked."""
+    locked = owner.select_for_update().get()
     if owned.count() >= limit:
         raise ApiError(
             ErrorCode.LIMIT_REACHED,
@@ -77,6 +80,7 @@ def enforce_limit(
             409,
             {field: [f"At most {limit} {what}s per {per}."]},
         )
+    return locked
 
 
 def not_found(what: str = "Resource") -> ApiError:

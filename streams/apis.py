@@ -115,10 +115,14 @@ class StreamSnapshotApi(APIView):
     )
     def get(self, request: Request, stream_id: str) -> HttpResponse:
         stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
-        jpeg = node_services.stream_snapshot(stream=stream)
-        response = HttpResponse(jpeg, content_type="image/jpeg")
-        response["Cache-Control"] = "private, max-age=2"
-        return response
+        return picture_response(node_services.stream_snapshot(stream=stream))
+
+
+def picture_response(jpeg: bytes) -> HttpResponse:
+    """A snapshot as it is served: JPEG, cacheable by its viewer alone for the 2 s it holds."""
+    response = HttpResponse(jpeg, content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=2"
+    return response
 
 
 class _DestinationKey(StrictCharField):

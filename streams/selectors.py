@@ -139,7 +139,7 @@ def _relay_status(
     }
 
 
-def _iso(when: datetime | None) -> str | None:
+def iso_or_none(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
 
 
@@ -172,13 +172,13 @@ def provision_status(stream: Stream, destinations: list[Destination]) -> dict[st
         "reason": session.end_reason or None,
         "node": session.node_name,
         "region": session.region,
-        "server": {"hostname": session.hostname, "lastCheck": _iso(last_check)},
+        "server": {"hostname": session.hostname, "lastCheck": iso_or_none(last_check)},
         "ingestUrl": session.ingest_url,
-        "startedAt": _iso(session.started_at),
-        "endedAt": _iso(session.ended_at),
+        "startedAt": iso_or_none(session.started_at),
+        "endedAt": iso_or_none(session.ended_at),
     }
     if session.resumed_at:
-        status["resumedAt"] = _iso(session.resumed_at)
+        status["resumedAt"] = iso_or_none(session.resumed_at)
     status["destinations"] = statuses
     return status
 
@@ -226,9 +226,11 @@ def relay_detail(*, destination: Destination) -> dict[str, Any]:
     return {**relay_item(destination, relay, reporting=reporting), "log": lines}
 
 
-def session_list(*, stream: Stream, before: str | None = None) -> list[dict[str, Any]]:
-    """The stream's sessions, newest first, RIG_SESSIONS_PAGE at a time; ``before`` (a session
-    id of this stream) pages back from it."""
+def session_list(
+    *, stream: Stream, before: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The stream's sessions, newest first, ``limit`` (RIG_SESSIONS_PAGE) at a time; ``before``
+    (a session id of this stream) pages back from it."""
     sessions = stream.sessions.order_by("-started_at", "-id")
     if before is not None:
         pk = _uuid(before)
@@ -240,7 +242,7 @@ def session_list(*, stream: Stream, before: str | None = None) -> list[dict[str,
         )
     page = list(
         sessions.prefetch_related(Prefetch("relays", Relay.objects.order_by("destination_id")))[
-            : settings.RIG_SESSIONS_PAGE
+            : limit or settings.RIG_SESSIONS_PAGE
         ]
     )
     return [_session_payload(session) for session in page]
@@ -251,9 +253,9 @@ def _session_payload(session: Session) -> dict[str, Any]:
     duration = ((ended or timezone.now()) - session.started_at).total_seconds()
     return {
         "id": str(session.pk),
-        "startedAt": _iso(session.started_at),
-        "endedAt": _iso(ended),
-        "resumedAt": _iso(session.resumed_at),
+        "startedAt": iso_or_none(session.started_at),
+        "endedAt": iso_or_none(ended),
+        "resumedAt": iso_or_none(session.resumed_at),
         "durationS": round(duration, 1),
         "reason": session.end_reason or None,
         "node": session.node_name,

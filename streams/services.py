@@ -103,7 +103,7 @@ def destination_add(
     # Checked before any lock: a Custom URL's check waits on DNS, and a publish on the same
     # stream (or node) must never wait on another tenant's slow resolver.
     _validate_destination(service=service, stream_key=stream_key, server_url=server_url)
-    enforce_limit(
+    stream = enforce_limit(
         Stream.objects.filter(pk=stream.pk),
         Destination.objects.filter(stream=stream),
         settings.RIG_MAX_DESTINATIONS_PER_STREAM,
@@ -111,7 +111,6 @@ def destination_add(
         field="destinations",
         per="stream",
     )
-    stream = Stream.objects.get(pk=stream.pk)  # locked above
     destination = Destination.objects.create(
         stream=stream, service=service, stream_key=stream_key, server_url=server_url
     )

@@ -10,7 +10,7 @@ delays convergence until the agent's next poll.
 """
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -22,7 +22,7 @@ from agents.node.protocol import RelayState
 from rig.api import ApiError, ErrorCode, not_found
 from rig.enqueue import enqueue_after_commit
 from streams.models import Session, Stream
-from streams.selectors import relays_wanted, stream_by_key
+from streams.selectors import iso_or_none, relays_wanted, stream_by_key
 from webhooks.services import event_emit
 
 logger = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ def nudge_if_live(stream: Stream) -> None:
         nudge_after_commit(session.node_id)
 
 
-def _iso(when: datetime | None) -> str | None:
-    return when.isoformat() if when else None
-
-
 def stream_event(stream: Stream, session: Session, event: str) -> None:
     """A webhook event about the session; never the stream key (payloads leave the platform)."""
     data = {
@@ -52,8 +48,8 @@ def stream_event(stream: Stream, session: Session, event: str) -> None:
         "node": session.node_name,
         "region": session.region,
         "reason": session.end_reason or None,
-        "startedAt": _iso(session.started_at),
-        "endedAt": _iso(session.ended_at),
+        "startedAt": iso_or_none(session.started_at),
+        "endedAt": iso_or_none(session.ended_at),
     }
     event_emit(user_id=stream.owner_id, event=event, data=data)
 

@@ -101,7 +101,7 @@ def desired_relays(
                 relay_id=f"{stream['streamID']}:{destination['id']}",
                 stream_id=stream["streamID"],
                 destination_id=int(destination["id"]),
-                source_url=f"rtmp://127.0.0.1:{rtmp_port}/{ingest.APP}/{key}",
+                source_url=ingest.local_stream_url(rtmp_port, key),
                 target_url=destination["rtmpUrl"],
                 mute=bool(destination.get("isMuted", False)),
                 generation=int(destination.get("restartSeq", 0)),

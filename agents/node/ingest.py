@@ -151,6 +151,11 @@ def nginx_command(cfg: IngestConfig, *, nginx: str = "nginx") -> list[str]:
     return [nginx, "-p", f"{prefix}/", "-c", str(cfg.conf_path)]
 
 
+def local_stream_url(rtmp_port: int, key: str) -> str:
+    """Where processes on the node play a stream from its ingest (relays, snapshots)."""
+    return f"rtmp://127.0.0.1:{rtmp_port}/{APP}/{key}"
+
+
 def _http_get(url: str, timeout: float) -> bytes:
     # Only ever loopback http:// URLs built by this module; no proxies for loopback.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -60,7 +60,7 @@ class Snapshots:
                     del self._pictures[key]
 
     def _decode(self, key: str) -> bytes | None:
-        source = f"rtmp://127.0.0.1:{self._rtmp_port}/{ingest.APP}/{key}"
+        source = ingest.local_stream_url(self._rtmp_port, key)
         command = [
             self._ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
             "-rw_timeout", str(int(self._timeout * 1_000_000)),

@@ -17,7 +17,7 @@ from agents.node.protocol import DisplayState, RelayState
 from dashboard.views.base import attempt, done, field_errors, form_values, page, user_of
 from rig.api import ApiError, validate
 from streams import selectors, services
-from streams.apis import DestinationAddApi
+from streams.apis import DestinationAddApi, picture_response
 from streams.destinations import ingest_base
 from streams.models import Service, Stream
 
@@ -102,8 +102,8 @@ def _live_context(stream: Stream) -> dict[str, Any]:
         # A new address each refresh: the browser asks for the current picture again.
         "picture_at": int(time.time()) if stream.is_streaming else None,
         "sessions": [
-            {**session, "started": _since(session["startedAt"])}
-            for session in selectors.session_list(stream=stream)[:RECENT_SESSIONS]
+            {**past, "started": _since(past["startedAt"])}
+            for past in selectors.session_list(stream=stream, limit=RECENT_SESSIONS)
         ],
     }
 
@@ -149,9 +149,7 @@ def stream_picture(request: HttpRequest, stream_id: str) -> HttpResponse:
         jpeg = node_services.stream_snapshot(stream=stream)
     except ApiError:  # not live (yet), or no picture this time: the next refresh asks again
         return HttpResponse(status=204)
-    response = HttpResponse(jpeg, content_type="image/jpeg")
-    response["Cache-Control"] = "private, max-age=2"
-    return response
+    return picture_response(jpeg)
 
 
 def _stream_action(view: Callable[[HttpRequest, Stream], HttpResponse]) -> Callable[..., Any]:
