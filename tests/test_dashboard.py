@@ -172,6 +172,7 @@ def test_another_users_stream_is_the_same_404_as_a_missing_one(
     assert text(missing) == text(foreign) and "Not found" in text(foreign)
     for path in (
         f"/app/streams/{bobs.id}/live",
+        f"/app/streams/{bobs.id}/picture",
         f"/app/streams/{bobs.id}/destinations/{dest.pk}/log",
         "/app/streams/not-a-uuid",
         "/app/no/such/page",
