@@ -214,6 +214,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RelayStateEnum": "agents.node.protocol.RELAY_STATES",
         "ReportedRelayStateEnum": "agents.node.protocol.REPORTED_STATES",
+        "ServiceEnum": "streams.models.Service",
     },
 }
 
@@ -275,9 +276,12 @@ RIG_INGEST_URL = env_str("RIG_INGEST_URL", "rtmp://127.0.0.1:1935/live")
 
 # Ingest bases of the supported platforms: settings so tests can point them at loopback.
 RIG_SERVICE_INGEST = {
-    "YouTube": env_str("RIG_YOUTUBE_INGEST", "rtmp://a.rtmp.youtube.com/live2"),
+    "YouTube": env_str("RIG_YOUTUBE_INGEST", "rtmps://a.rtmps.youtube.com:443/live2"),
     "Twitch": env_str("RIG_TWITCH_INGEST", "rtmp://live.twitch.tv/app"),
     "Facebook": env_str("RIG_FACEBOOK_INGEST", "rtmps://live-api-s.facebook.com:443/rtmp"),
+    "Kick": env_str(
+        "RIG_KICK_INGEST", "rtmps://fa723fc1b171.global-contribute.live-video.net:443/app"
+    ),
 }
 # Custom destinations and webhook URLs pointing at loopback/private/link-local hosts (SSRF
 # guard, rig/ssrf.py); dev allows.

@@ -43,10 +43,11 @@ def host_error(host: str, port: int) -> str | None:
 
 
 def url_error(
-    url: str, *, default_ports: dict[str, int], max_length: int, allow_query: bool
+    url: str, *, default_ports: dict[str, int | None], max_length: int, allow_query: bool
 ) -> str | None:
     """Why a URL the platform would connect to is refused, or None: its shape (scheme, host, no
-    credentials or fragment), then its host (host_error). ``default_ports`` names the schemes."""
+    credentials or fragment), then its host (host_error). ``default_ports`` names the schemes
+    (a scheme without a default port needs one in the URL)."""
     schemes = " or ".join(f"{scheme}://" for scheme in default_ports)
     if len(url) > max_length or any(ch.isspace() or ord(ch) < 32 for ch in url):
         return f"Must be an {schemes} URL of at most {max_length} characters without spaces."
@@ -63,7 +64,10 @@ def url_error(
         return "Must not contain credentials or a fragment."
     if parts.query and not allow_query:
         return "Must not contain a query string."
-    return host_error(parts.hostname, port or default_ports[parts.scheme])
+    port = port or default_ports[parts.scheme]
+    if not port:
+        return f"Must give a port: {parts.scheme}://host:port."
+    return host_error(parts.hostname, port)
 
 
 def create_connection(

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,13 +16,14 @@ from agents import services as node_services
 from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
 from rig.schema import error_response, payload, plain_text
 from streams import selectors, services
-from streams.destinations import destination_fields, ingest_base
+from streams.destinations import destination_fields, ingest_base, service_list
 from streams.models import Destination, Service, Stream
 from streams.payloads import (
     DestinationDeletedPayload,
     DestinationPayload,
     RelayDetailPayload,
     RelayPayload,
+    ServicePayload,
     SessionPayload,
     StreamDeletedPayload,
     StreamKeyPayload,
@@ -123,6 +125,18 @@ def picture_response(jpeg: bytes) -> HttpResponse:
     response = HttpResponse(jpeg, content_type="image/jpeg")
     response["Cache-Control"] = "private, max-age=2"
     return response
+
+
+class ServiceListApi(APIView):
+    """The services a destination may use, where each one's ingest is and what key it takes:
+    public, so clients need not hard-code them."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @payload(ServicePayload, many=True)
+    def get(self, request: Request) -> Response:
+        return ok("Supported services", service_list())
 
 
 class _DestinationKey(StrictCharField):

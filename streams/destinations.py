@@ -1,6 +1,7 @@
 """Per-platform ingest URLs and the validation of what ends up in a relay's command line."""
 
 import re
+import urllib.parse
 from typing import Any
 
 from django.conf import settings
@@ -10,6 +11,9 @@ from streams.models import Destination, Service
 
 # Destination keys end up in a URL and an ffmpeg argument: no separators, spaces or controls.
 DESTINATION_KEY_RE = re.compile(r"[^\s/?#\x00-\x1f\x7f]{1,256}")
+KEY_FORMAT = "1-256 characters without whitespace, '/', '?', '#' or control characters."
+# Schemes a Custom server URL may use, with their default ports (SRT has none: give one).
+CUSTOM_SCHEMES: dict[str, int | None] = {"rtmp": 1935, "rtmps": 443, "srt": None}
 
 
 def ingest_base(service: str, server_url: str = "") -> str:
@@ -19,7 +23,32 @@ def ingest_base(service: str, server_url: str = "") -> str:
 
 
 def rtmp_url(service: str, stream_key: str, server_url: str = "") -> str:
-    return f"{ingest_base(service, server_url)}/{stream_key}"
+    """Where the relay pushes: the key is the last path segment of an RTMP URL, and an SRT
+    server's ``streamid``."""
+    base = ingest_base(service, server_url)
+    if base.startswith("srt://"):
+        return f"{base}?streamid={urllib.parse.quote(stream_key, safe='')}"
+    return f"{base}/{stream_key}"
+
+
+def service_list() -> list[dict[str, Any]]:
+    """The supported services as clients need them: where each one's ingest is, and what key it
+    takes (Custom: the user's server URL, in one of CUSTOM_SCHEMES)."""
+    services = []
+    for service in Service.values:
+        base = None if service == Service.CUSTOM else ingest_base(service)
+        schemes = list(CUSTOM_SCHEMES) if base is None else [urllib.parse.urlsplit(base).scheme]
+        services.append(
+            {
+                "name": service,
+                "ingestUrl": base,
+                "scheme": schemes[0] if base else None,
+                "schemes": schemes,
+                "needsServerUrl": base is None,
+                "keyFormat": KEY_FORMAT,
+            }
+        )
+    return services
 
 
 def destination_fields(destination: Destination) -> dict[str, Any]:
@@ -36,13 +65,14 @@ def destination_fields(destination: Destination) -> dict[str, Any]:
 
 def key_error(stream_key: str) -> str | None:
     if not DESTINATION_KEY_RE.fullmatch(stream_key):  # match() and $ let a final newline in
-        return "Must be 1-256 characters without whitespace, '/', '?', '#' or control characters."
+        return f"Must be {KEY_FORMAT}"
     return None
 
 
 def server_url_error(server_url: str) -> str | None:
     """Why a Custom server URL is refused, or None when it is acceptable (the query string would
-    end up between the server and the key in the relay's URL: refused)."""
-    return url_error(
-        server_url, default_ports={"rtmp": 1935, "rtmps": 443}, max_length=512, allow_query=False
-    )
+    end up between the server and the key in the relay's URL: refused; an SRT server takes the
+    key as its streamid, so it has no path)."""
+    if server_url.startswith("srt://") and urllib.parse.urlsplit(server_url).path.strip("/"):
+        return "An srt:// server URL has no path: give the host and port (the key is the streamid)."
+    return url_error(server_url, default_ports=CUSTOM_SCHEMES, max_length=512, allow_query=False)

@@ -13,6 +13,7 @@ class Service(models.TextChoices):
     YOUTUBE = "YouTube"
     TWITCH = "Twitch"
     FACEBOOK = "Facebook"
+    KICK = "Kick"
     CUSTOM = "Custom"
 
 

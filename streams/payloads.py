@@ -18,6 +18,23 @@ class DestinationPayload(serializers.Serializer):
     isMuted = serializers.BooleanField()
 
 
+class ServicePayload(serializers.Serializer):
+    name = serializers.ChoiceField(
+        choices=Service.choices, help_text="The `service` value of a destination."
+    )
+    ingestUrl = serializers.CharField(
+        allow_null=True, help_text="Where its relays push (the key is added); null for Custom."
+    )
+    scheme = serializers.CharField(allow_null=True, help_text="The ingest URL's scheme.")
+    schemes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The schemes its URL may use (Custom: those a serverUrl may use; srt:// "
+        "takes the key as its streamid).",
+    )
+    needsServerUrl = serializers.BooleanField(help_text="Whether a destination gives serverUrl.")
+    keyFormat = serializers.CharField(help_text="What a streamKey for it may contain.")
+
+
 class RelayStatusPayload(serializers.Serializer):
     id = serializers.IntegerField(help_text="The destination's id.")
     service = serializers.ChoiceField(choices=Service.choices)

@@ -5,6 +5,7 @@ _ID = r"(?P<stream_id>[^/]+)"
 _DEST = r"(?P<destination_id>[^/]+)"
 
 urlpatterns = [
+    route(r"services", apis.ServiceListApi.as_view(), "service-list"),
     route(r"streams", apis.StreamListCreateApi.as_view(), "stream-list"),
     route(rf"streams/{_ID}", apis.StreamDetailApi.as_view(), "stream-detail"),
     route(rf"streams/{_ID}/changeKey", apis.StreamChangeKeyApi.as_view(), "stream-change-key"),

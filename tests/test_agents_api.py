@@ -59,7 +59,7 @@ def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None
             "id": yt.pk,
             "service": "YouTube",
             "streamKey": "simaim",
-            "rtmpUrl": "rtmp://a.rtmp.youtube.com/live2/simaim",
+            "rtmpUrl": "rtmps://a.rtmps.youtube.com:443/live2/simaim",
             "isActive": True,
             "isMuted": False,
             "restartSeq": 0,

@@ -22,7 +22,8 @@ def test_add_youtube_seed_shape(alice_client: APIClient, alice_stream: Stream) -
     assert isinstance(payload["id"], int)
     assert payload["service"] == "YouTube"
     assert payload["streamKey"] == "simaimsimim_siimimimiasdsr"
-    assert payload["rtmpUrl"] == "rtmp://a.rtmp.youtube.com/live2/simaimsimim_siimimimiasdsr"
+    # YouTube's RTMPS ingest by default (the seed's example used plain RTMP).
+    assert payload["rtmpUrl"] == "rtmps://a.rtmps.youtube.com:443/live2/simaimsimim_siimimimiasdsr"
     assert payload["isActive"] is True
 
 
@@ -40,6 +41,71 @@ def test_add_facebook_is_rtmps(alice_client: APIClient, alice_stream: Stream) ->
         "Stream destination added",
     )
     assert payload["rtmpUrl"] == "rtmps://live-api-s.facebook.com:443/rtmp/FB-123-0-Abc"
+
+
+def test_add_kick_is_rtmps(alice_client: APIClient, alice_stream: Stream) -> None:
+    payload = assert_ok(
+        add(alice_client, alice_stream, service="Kick", streamKey="sk_us-west-2_AbC"),
+        "Stream destination added",
+    )
+    assert payload["rtmpUrl"] == (
+        "rtmps://fa723fc1b171.global-contribute.live-video.net:443/app/sk_us-west-2_AbC"
+    )
+
+
+def test_services_lists_where_each_ingest_is(alice_stream: Stream) -> None:
+    """Public: a client can show the choices before anyone signs in; every listed service is
+    one a destination accepts, and its ingest is what the destination then pushes to."""
+    services = assert_ok(APIClient().get("/services"), "Supported services")
+    by_name = {service["name"]: service for service in services}
+    assert list(by_name) == ["YouTube", "Twitch", "Facebook", "Kick", "Custom"]
+    assert by_name["YouTube"] == {
+        "name": "YouTube",
+        "ingestUrl": "rtmps://a.rtmps.youtube.com:443/live2",
+        "scheme": "rtmps",
+        "schemes": ["rtmps"],
+        "needsServerUrl": False,
+        "keyFormat": "1-256 characters without whitespace, '/', '?', '#' or control characters.",
+    }
+    assert by_name["Twitch"]["scheme"] == "rtmp"
+    assert by_name["Custom"]["ingestUrl"] is None
+    assert by_name["Custom"]["schemes"] == ["rtmp", "rtmps", "srt"]
+    assert by_name["Custom"]["needsServerUrl"] is True
+
+
+def test_add_custom_srt_sends_the_key_as_streamid(
+    alice_client: APIClient, alice_stream: Stream
+) -> None:
+    payload = assert_ok(
+        add(
+            alice_client,
+            alice_stream,
+            service="Custom",
+            streamKey="live&key=1",
+            serverUrl="srt://srt.example.com:9000",
+        ),
+        "Stream destination added",
+    )
+    assert payload["rtmpUrl"] == "srt://srt.example.com:9000?streamid=live%26key%3D1"
+    assert payload["serverUrl"] == "srt://srt.example.com:9000"
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ("srt://srt.example.com", "Must give a port: srt://host:port."),
+        ("srt://srt.example.com:9000/app", "An srt:// server URL has no path"),
+        ("srt://srt.example.com:9000?latency=200", "Must not contain a query string."),
+        ("udp://srt.example.com:9000", "Must be an rtmp:// or rtmps:// or srt:// URL"),
+    ],
+)
+def test_bad_srt_server_is_refused(
+    alice_client: APIClient, alice_stream: Stream, server: str, message: str
+) -> None:
+    response = add(alice_client, alice_stream, service="Custom", streamKey="k", serverUrl=server)
+    body = assert_error(response, 400, 1005)
+    assert body["details"]["serverUrl"][0].startswith(message)
+    assert not Destination.objects.filter(stream=alice_stream).exists()
 
 
 def test_service_ingest_base_is_a_setting(

@@ -124,8 +124,9 @@ def test_every_success_is_the_envelope(schema: dict[str, Any]) -> None:
 def test_every_error_response_is_the_error_component(schema: dict[str, Any]) -> None:
     for path, method, operation in _operations(schema):
         errors = {code: r for code, r in operation["responses"].items() if code[0] in "45"}
-        # /healthz answers whenever the process answers at all: it has no error of its own.
-        assert errors or path == "/healthz", (method, path)
+        # /healthz and /services answer whenever the process answers at all: they have no
+        # error of their own.
+        assert errors or path in ("/healthz", "/services"), (method, path)
         for code, response in errors.items():
             body = response["content"]["application/json"]["schema"]
             assert body == {"$ref": "#/components/schemas/Error"}, (method, path, code)
@@ -201,7 +202,14 @@ def test_security_schemes(schema: dict[str, Any]) -> None:
     assert schemes["jwtAuth"] == {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     assert schemes["nodeToken"]["scheme"] == "bearer"
     assert schemes["metricsToken"]["scheme"] == "bearer"
-    public = {"/accounts", "/accounts/auth/local", "/accounts/auth/refresh", "/healthz", "/readyz"}
+    public = {
+        "/accounts",
+        "/accounts/auth/local",
+        "/accounts/auth/refresh",
+        "/healthz",
+        "/readyz",
+        "/services",
+    }
     for path, method, operation in _operations(schema):
         expected: list[dict[str, list[str]]]
         if path.startswith("/agents/hooks") or path in public:
@@ -351,6 +359,7 @@ def test_documented_payloads_match_real_answers(
     anon = APIClient()
     documented(anon.get("/healthz"), "get", "/healthz", "ok")
     documented(anon.get("/readyz"), "get", "/readyz", "ready")
+    documented(anon.get("/services"), "get", "/services", "Supported services")
     metrics = documented.text(anon.get("/metrics"), "get", "/metrics")  # the test client: loopback
     assert "rig_streams_live" in metrics
 

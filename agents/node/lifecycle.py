@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.node.addresses import private_now
-from agents.node.process import Attempt, answers, exit_text, target_address
+from agents.node.process import Attempt, answers, exit_text, probe_address, target_address
 from agents.node.protocol import LOG_LINES_KEPT
 from agents.node.relay import (
     Progress,
@@ -246,7 +246,7 @@ class RelayRunner:
         """Wait out the backoff, but retry as soon as a destination that was unreachable
         accepts connections again (a TCP connect a second), so a platform that comes back
         is live again within seconds, not after the longest backoff."""
-        address = target_address(self.spec.target_url)
+        address = probe_address(self.spec.target_url)
         deadline = time.monotonic() + delay
         was_down = False
         while True:

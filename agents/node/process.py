@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from agents.node.relay import Progress, ProgressParser, redact
 
-__all__ = ["TICK", "Attempt", "answers", "exit_text", "target_address"]
+__all__ = ["TICK", "Attempt", "answers", "exit_text", "probe_address", "target_address"]
 
 TICK = 0.2  # the longest a read waits: the relay re-checks orders, stalls and liveness this often
 TERM_GRACE = 3.0  # seconds between the first SIGTERM of an ordered stop and SIGKILL
@@ -66,13 +66,19 @@ _DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
 
 
 def target_address(url: str) -> tuple[str, int] | None:
-    """(host, port) a relay connects to, for the reachability probe; None if unknown."""
+    """(host, port) a relay connects to; None if unknown. SRT gives its port in the URL."""
     parts = urllib.parse.urlsplit(url)
     try:
         port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
     except ValueError:
         return None
     return (parts.hostname, port) if parts.hostname and port else None
+
+
+def probe_address(url: str) -> tuple[str, int] | None:
+    """Where to check that a relay's destination is back (a TCP connect), or None: SRT runs
+    over UDP, where nothing answers a connect."""
+    return None if url.startswith("srt://") else target_address(url)
 
 
 def answers(address: tuple[str, int]) -> bool:

@@ -1,8 +1,8 @@
 """One restream relay, described as data: what to run and how to read what it reports.
 
 A relay is one ``ffmpeg -c copy`` process that plays the ingest's local RTMP stream and pushes
-it as FLV to one destination (YouTube, Twitch, any rtmp:// or rtmps:// URL). Running one
-process per destination keeps a failing destination from disturbing the others.
+it to one destination (FLV to YouTube, Twitch, any rtmp:// or rtmps:// URL; MPEG-TS to an
+srt:// one). One process per destination keeps a failing destination from disturbing the others.
 
 This module is pure: it builds the command line (:func:`build_relay_command`), parses ffmpeg's
 ``-progress`` output (:class:`ProgressParser`), keeps destination secrets out of text
@@ -69,7 +69,7 @@ def build_relay_command(
 ) -> list[str]:
     """The argv of the relay process for ``spec``.
 
-    Checked against ffmpeg 5.1 for rtmp:// and rtmps:// targets. Progress goes to stdout
+    Checked against ffmpeg 5.1 for rtmp://, rtmps:// and srt:// targets. Progress goes to stdout
     (``-progress pipe:1``, a block every half second); warnings and errors go to stderr, each line
     tagged ``[warning]``/``[error]`` so the supervisor can pick the meaningful one.
     """
@@ -93,12 +93,7 @@ def build_relay_command(
         *maps,
         "-c",
         "copy",
-        "-f",
-        "flv",
-        # The target is not seekable: without this ffmpeg tries to rewrite the header at the
-        # end and complains.
-        "-flvflags",
-        "no_duration_filesize",
+        *_container(spec.target_url),
         # Output side too: a destination that accepts TCP but stops reading would otherwise
         # block the write forever.
         "-rw_timeout",
@@ -115,6 +110,14 @@ def build_relay_command(
         "0.5",
         spec.target_url,
     ]
+
+
+def _container(target_url: str) -> list[str]:
+    """SRT carries MPEG-TS; RTMP(S) carries FLV, which must not try to rewrite its header at
+    the end (the target is not seekable)."""
+    if target_url.startswith("srt://"):
+        return ["-f", "mpegts"]
+    return ["-f", "flv", "-flvflags", "no_duration_filesize"]
 
 
 def relay_secrets(spec: RelaySpec) -> tuple[str, ...]:

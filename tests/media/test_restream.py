@@ -5,6 +5,7 @@ the API over HTTP, Celery on Redis, and the agent as its own process. Assertions
 viewer at each destination would see."""
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,15 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.media.conftest import RigNode, create_stream, detail_of, relay_states
-from tests.media.harness import Platform, ffmpeg_pids, kill, viewer_frames, wait_until
+from tests.media.harness import (
+    Platform,
+    ffmpeg_pids,
+    free_port,
+    kill,
+    stop,
+    viewer_frames,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(240)]
 
@@ -199,3 +208,51 @@ def test_agent_restart_resumes_relays_and_leaves_no_orphans(
     assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
     rig.stop_agent(signal.SIGKILL)  # even a hard kill takes its relays with it
     wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 5)
+
+
+def test_custom_srt_destination_gets_the_stream_beside_rtmp(
+    rig: RigNode, streamer: APIClient, youtube: Platform, tmp_path
+) -> None:
+    """An SRT server (a listener, as SRT ingests are) receives MPEG-TS with the key as its
+    streamid; the RTMP destination beside it is untouched."""
+    port = free_port()
+    out = tmp_path / "srt.ts"
+    # The listener takes one caller and records 6 s of it.
+    listener = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+         "-i", f"srt://127.0.0.1:{port}?mode=listener", "-t", "6", "-map", "0", "-c", "copy",
+         "-f", "mpegts", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        stream = create_stream(streamer, YouTube="ytkey")
+        response = streamer.post(
+            f"/streams/{stream['id']}/destination",
+            {
+                "service": "Custom",
+                "streamKey": "srt-secret",
+                "serverUrl": f"srt://127.0.0.1:{port}",
+            },
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+        rig.publish(stream["streamKey"])
+        wait_until(
+            lambda: relay_states(streamer, stream["id"]) == {"YouTube": "live", "Custom": "live"},
+            30,
+        )
+        listener.wait(40)
+    finally:
+        stop(listener)
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+         "stream=codec_type,codec_name,nb_read_frames", "-of", "csv=p=0", str(out)],
+        timeout=30, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    kinds = {line.split(",")[1]: line for line in probe.stdout.split()}
+    assert set(kinds) == {"video", "audio"}, probe.stdout
+    assert kinds["video"].startswith("h264,") and int(kinds["video"].split(",")[2]) > 60
+    assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
+    # The key never shows in what the user and the webhooks see.
+    relays = streamer.get(f"/streams/{stream['id']}/relays").json()["payload"]
+    assert "srt-secret" not in str(relays)

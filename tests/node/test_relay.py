@@ -52,6 +52,18 @@ def test_command_for_rtmp_and_rtmps_targets(target: str) -> None:
     assert "tee" not in cmd
 
 
+def test_srt_target_carries_mpegts_and_its_streamid_is_a_secret() -> None:
+    target = "srt://srt.example.com:9000?streamid=live%26k%3D1"
+    cmd = build_relay_command(_spec(target))
+    assert cmd[-1] == target
+    assert _option(cmd, "-f") == ["mpegts"]
+    assert "-flvflags" not in cmd  # an FLV option would make ffmpeg refuse the MPEG-TS output
+    line = f"[error] {target}: Connection setup failure (live&k=1)"
+    assert redact(line, relay_secrets(_spec(target))) == (
+        "[error] srt://srt.example.com:9000?***: Connection setup failure (***)"
+    )
+
+
 def test_command_rw_timeout_is_configurable() -> None:
     cmd = build_relay_command(_spec(), rw_timeout_s=2.5)
     assert _option(cmd, "-rw_timeout") == ["2500000", "2500000"]
