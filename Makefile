@@ -9,6 +9,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := nginx libnginx-mod-rtmp ffmpeg openssl
 # `make test` also drives the dashboard in Debian's chromium (never a downloaded browser).
 BROWSER_PACKAGES := chromium fonts-dejavu-core
+# `make test` pulls a camera: GStreamer's RTSP server (Debian's python3 runs it) with x264.
+CAMERA_PACKAGES := gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-ugly python3-gi
 
 # `make up` defaults: one machine is control plane and ingest node (override any of them).
 # Exported to `make up` only: `make test` must not inherit a node token file or fixed ports.
@@ -29,7 +32,7 @@ up: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/$(RUN)/prometheus
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help system-deps browser-deps venv up test lint bench bench-api clean
+.PHONY: help system-deps browser-deps camera-deps venv up test lint bench bench-api clean
 
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
@@ -58,6 +61,15 @@ browser-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
 			$(BROWSER_PACKAGES) >/dev/null; }
 
+camera-deps:
+	@/usr/bin/python3 -c 'import gi; gi.require_version("GstRtspServer", "1.0"); \
+		from gi.repository import Gst; Gst.init(None); \
+		assert Gst.ElementFactory.find("x264enc")' 2>/dev/null || { \
+		echo "installing $(CAMERA_PACKAGES) from Debian's packages"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(CAMERA_PACKAGES) >/dev/null; }
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -77,7 +89,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	DEBUG=1 $(BIN)/mypy .
 
-test: system-deps browser-deps lint
+test: system-deps browser-deps camera-deps lint
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
 bench: system-deps venv

@@ -20,6 +20,7 @@ from agents.node.protocol import LOG_LINES_KEPT, REPORTED_STATES
 from agents.payloads import (
     HOOK_ERRORS,
     AgentDestinationPayload,
+    AgentPullPayload,
     HookForm,
     HookResultPayload,
     IngestPayload,
@@ -42,7 +43,7 @@ from rig.api import (
 )
 from rig.metrics import observe_hook
 from rig.schema import payload
-from streams import sessions
+from streams import pulls, sessions
 
 
 def _node(request: Request) -> IngestNode:
@@ -66,8 +67,15 @@ class AgentStreamsApi(_NodeEndpoint):
         return ok("Live streams for node", selectors.node_live_streams(node=_node(request)))
 
 
-class _RelayReport(serializers.Serializer):
-    destinationId = serializers.IntegerField(min_value=1, max_value=2**62)
+class AgentPullsApi(_NodeEndpoint):
+    @payload(AgentPullPayload, many=True)
+    def get(self, request: Request) -> Response:
+        return ok("Pulls for node", pulls.node_pulls(node=_node(request)))
+
+
+class _ProcessReport(serializers.Serializer):
+    """What a node says about one of its ffmpeg processes: a relay, or a pull."""
+
     state = serializers.ChoiceField(choices=REPORTED_STATES)
     bitrateKbps = serializers.FloatField(required=False, allow_null=True, min_value=0)
     fps = serializers.FloatField(required=False, allow_null=True, min_value=0)
@@ -83,6 +91,14 @@ class _RelayReport(serializers.Serializer):
         required=False,
         max_length=LOG_LINES_KEPT,
     )
+
+
+class _RelayReport(_ProcessReport):
+    destinationId = serializers.IntegerField(min_value=1, max_value=2**62)
+
+
+class _PullReport(_ProcessReport):
+    streamKey = StrictCharField(max_length=64)
 
 
 class _StreamReport(serializers.Serializer):
@@ -103,6 +119,8 @@ class AgentStatusApi(_NodeEndpoint):
             child=StrictCharField(max_length=64), max_length=2000, required=False
         )
         load = _LoadReport(required=False)
+        # The streams this node pulls into its ingest (pulled sources).
+        pulls = serializers.ListField(child=_PullReport(), max_length=2000, required=False)
 
     @payload(StatusRecordedPayload)
     def post(self, request: Request) -> Response:
@@ -112,6 +130,7 @@ class AgentStatusApi(_NodeEndpoint):
             streams=data["streams"],
             publishers=data.get("publishers"),
             load=data.get("load"),
+            pulls=data.get("pulls"),
         )
         return ok("Status recorded", {"relays": accepted})
 
@@ -154,7 +173,8 @@ class PublishHookApi(APIView):
             raise invalid_input("clientid", "Must be nginx's numeric client id.")
         started = time.perf_counter()
         if event == "publish":
-            sessions.publish_start(node=node, key=key, client_id=client_id)
+            pull_token = _first(request, "pull")  # a pulled source's publish carries it
+            sessions.publish_start(node=node, key=key, client_id=client_id, pull_token=pull_token)
         elif event == "publish_done":
             sessions.publish_end(node=node, key=key, client_id=client_id)
         else:

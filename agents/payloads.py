@@ -27,6 +27,16 @@ class LiveStreamPayload(serializers.Serializer):
     )
 
 
+class AgentPullPayload(serializers.Serializer):
+    streamID = serializers.UUIDField()
+    streamKey = serializers.CharField(help_text="The key to publish the pulled stream under.")
+    url = serializers.CharField(help_text="The stream's pullUrl, with its credentials.")
+    token = serializers.CharField(
+        help_text="Added to the publish as `?pull=<token>`: the hook admits only the pull."
+    )
+    restartSeq = serializers.IntegerField(help_text="Changes when the user asks for a restart.")
+
+
 class StatusRecordedPayload(serializers.Serializer):
     relays = serializers.IntegerField(help_text="How many relay reports were recorded.")
 

@@ -129,10 +129,9 @@ def node_detail(*, node: IngestNode) -> dict[str, Any]:
     return node_payload(node, node_loads([node])[node.pk], timezone.now())
 
 
-def ingest_servers(*, region: str | None = None) -> list[dict[str, Any]]:
-    """Where a streamer may point OBS now: healthy nodes that take publishes (not draining, not
-    full), by region and name; the least loaded one (in ``region``, if it has one) is marked
-    recommended. None take publishes: the configured RIG_INGEST_URL alone."""
+def _usable_nodes() -> tuple[list[IngestNode], dict[int, dict[str, int]]]:
+    """Healthy nodes that take publishes (not draining, not full), by region and name, and
+    their loads."""
     nodes = list(IngestNode.objects.filter(is_draining=False, lost_at__isnull=True))
     now = timezone.now()
     loads = node_loads(nodes)
@@ -142,6 +141,24 @@ def ingest_servers(*, region: str | None = None) -> list[dict[str, Any]]:
         if node_health(node, now) == "healthy" and loads[node.pk]["relays"] < node.capacity
     ]
     usable.sort(key=lambda node: (node.region, node.name))
+    return usable, loads
+
+
+def _least_loaded(nodes: list[IngestNode], loads: dict[int, dict[str, int]]) -> IngestNode:
+    return min(nodes, key=lambda node: (loads[node.pk]["relays"] / node.capacity, node.name))
+
+
+def node_to_pull() -> IngestNode | None:
+    """The node that should take a stream's pull: the least loaded that takes publishes."""
+    usable, loads = _usable_nodes()
+    return _least_loaded(usable, loads) if usable else None
+
+
+def ingest_servers(*, region: str | None = None) -> list[dict[str, Any]]:
+    """Where a streamer may point OBS now: healthy nodes that take publishes (not draining, not
+    full), by region and name; the least loaded one (in ``region``, if it has one) is marked
+    recommended. None take publishes: the configured RIG_INGEST_URL alone."""
+    usable, loads = _usable_nodes()
     if not usable:
         return [
             {
@@ -151,8 +168,7 @@ def ingest_servers(*, region: str | None = None) -> list[dict[str, Any]]:
                 "recommended": True,
             }
         ]
-    nearby = [node for node in usable if node.region == region] or usable
-    best = min(nearby, key=lambda node: (loads[node.pk]["relays"] / node.capacity, node.name))
+    best = _least_loaded([node for node in usable if node.region == region] or usable, loads)
     return [
         {
             "name": node.name,

@@ -14,6 +14,7 @@ from agents.models import IngestNode, NodeWatch
 from agents.node.protocol import LOG_LINES_KEPT, DisplayState
 from agents.node.relay import redact
 from rig.api import ApiError, ErrorCode
+from streams import pulls as stream_pulls
 from streams import sessions as stream_sessions
 from streams.models import Destination, Relay, Stream
 from streams.selectors import live_streams
@@ -55,6 +56,7 @@ def node_report(
     streams: list[dict[str, Any]],
     publishers: list[str] | None = None,
     load: dict[str, Any] | None = None,
+    pulls: list[dict[str, Any]] | None = None,
 ) -> int:
     """Store what a node says about its relays; reports for streams it doesn't serve are ignored.
 
@@ -70,6 +72,12 @@ def node_report(
         logger.info("node %s reports again after being lost", node.name)
     if publishers is not None:
         stream_sessions.publishers_seen(node=node, keys=publishers)
+    if pulls:
+        stream_pulls.pulls_report(node=node, reports=pulls)
+    if node.last_seen_at is None or node.lost_at is not None:
+        # A node is up (first heartbeat, or back): pulls that found no node may go now, without
+        # waiting for the node watch.
+        stream_pulls.pulls_assign()
     keys = [report["streamKey"] for report in streams]
     served = {
         key: (stream_id, session_id, owner_id)
@@ -205,6 +213,7 @@ def nodes_mark_lost() -> list[str]:
             node.lost_at = now
             node.save(update_fields=["lost_at"])
             ended = stream_sessions.sessions_end_on_lost_node(node=node)
+            stream_pulls.pulls_unassign(node=node)
             _node_lost_events(node, ended)
             silent = (now - node.last_seen_at).total_seconds() if node.last_seen_at else None
             logger.warning(

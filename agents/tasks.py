@@ -10,6 +10,7 @@ from django.conf import settings
 
 from agents import services
 from agents.models import IngestNode
+from streams.pulls import pulls_assign
 
 logger = logging.getLogger(__name__)
 
@@ -28,5 +29,8 @@ def node_nudge(node_id: int) -> bool:
 
 @shared_task(acks_late=True, ignore_result=True)
 def nodes_check() -> list[str]:
-    """Beat task: mark nodes whose heartbeats stopped as lost (see services.nodes_mark_lost)."""
-    return services.nodes_mark_lost()
+    """Beat task: mark nodes whose heartbeats stopped as lost (see services.nodes_mark_lost),
+    then give pulls without a node (theirs was lost, or none could take them) to one."""
+    lost = services.nodes_mark_lost()
+    pulls_assign()
+    return lost

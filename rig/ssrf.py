@@ -43,11 +43,17 @@ def host_error(host: str, port: int) -> str | None:
 
 
 def url_error(
-    url: str, *, default_ports: dict[str, int | None], max_length: int, allow_query: bool
+    url: str,
+    *,
+    default_ports: dict[str, int | None],
+    max_length: int,
+    allow_query: bool,
+    allow_credentials: bool = False,
 ) -> str | None:
     """Why a URL the platform would connect to is refused, or None: its shape (scheme, host, no
-    credentials or fragment), then its host (host_error). ``default_ports`` names the schemes
-    (a scheme without a default port needs one in the URL)."""
+    credentials (unless allowed: a camera's login) or fragment), then its host (host_error).
+    ``default_ports`` names the schemes (a scheme without a default port needs one in the
+    URL)."""
     schemes = " or ".join(f"{scheme}://" for scheme in default_ports)
     if len(url) > max_length or any(ch.isspace() or ord(ch) < 32 for ch in url):
         return f"Must be an {schemes} URL of at most {max_length} characters without spaces."
@@ -60,8 +66,10 @@ def url_error(
         return "Not a valid URL."
     if parts.scheme not in default_ports or not parts.hostname:
         return f"Must be an {schemes} URL with a host."
-    if parts.username or parts.password or parts.fragment:
-        return "Must not contain credentials or a fragment."
+    if parts.fragment:
+        return "Must not contain a fragment."
+    if (parts.username or parts.password) and not allow_credentials:
+        return "Must not contain credentials."
     if parts.query and not allow_query:
         return "Must not contain a query string."
     port = port or default_ports[parts.scheme]

@@ -13,7 +13,15 @@ from rest_framework.views import APIView
 
 from accounts.authentication import request_user
 from agents import services as node_services
-from rig.api import ErrorCode, StrictBooleanField, StrictCharField, StrictInput, ok, parse
+from rig.api import (
+    ApiError,
+    ErrorCode,
+    StrictBooleanField,
+    StrictCharField,
+    StrictInput,
+    ok,
+    parse,
+)
 from rig.schema import error_response, payload, plain_text
 from streams import selectors, services
 from streams.destinations import destination_fields, ingest_base, service_list
@@ -25,10 +33,12 @@ from streams.payloads import (
     RelayPayload,
     ServicePayload,
     SessionPayload,
+    SourcePayload,
     StreamDeletedPayload,
     StreamKeyPayload,
     StreamPayload,
 )
+from streams.pulls import PULL_URL_MAX, shown_url, source_payload
 
 
 def destination_payload(destination: Destination) -> dict[str, Any]:
@@ -53,13 +63,16 @@ def stream_payload(stream: Stream, destinations: list[Destination] | None) -> di
         "isActive": stream.is_active,
         "ingestServer": server,
         "ingestUrl": f"{server.rstrip('/')}/{stream.stream_key}",
+        "pullUrl": shown_url(pull.url) if (pull := getattr(stream, "pull", None)) else None,
     }
 
 
 class StreamListCreateApi(APIView):
     @payload(StreamPayload, many=True)
     def get(self, request: Request) -> Response:
-        streams = selectors.stream_list(user=request_user(request)).select_related("session__node")
+        streams = selectors.stream_list(user=request_user(request)).select_related(
+            "session__node", "pull"
+        )
         return ok("Stream list for user", [stream_payload(s, None) for s in streams])
 
     @payload(StreamPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
@@ -70,7 +83,16 @@ class StreamListCreateApi(APIView):
 
 class StreamDetailApi(APIView):
     class UpdateSerializer(StrictInput):
-        isActive = StrictBooleanField()
+        isActive = StrictBooleanField(required=False, source="is_active")
+        pullUrl = StrictCharField(
+            required=False,
+            allow_null=True,
+            max_length=PULL_URL_MAX,
+            trim_whitespace=False,
+            source="pull_url",
+            help_text="Pull the stream's video from this URL (rtsp, rtsps, rtmp, rtmps, srt, "
+            "http(s) for HLS) instead of taking a push; null: back to push mode.",
+        )
 
     def _detail(self, request: Request, stream_id: str) -> dict[str, Any]:
         stream = selectors.stream_get_detailed(user=request_user(request), stream_id=stream_id)
@@ -84,7 +106,14 @@ class StreamDetailApi(APIView):
     def patch(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         data = parse(self.UpdateSerializer, request)
-        services.stream_update(stream=stream, is_active=data["isActive"])
+        if not data:
+            raise ApiError(
+                ErrorCode.MISSING_INPUT,
+                "Missing required input",
+                400,
+                {"isActive": ["Give isActive, pullUrl or both."]},
+            )
+        services.stream_update(stream=stream, **data)
         return ok("Stream updated", self._detail(request, stream_id))
 
     @payload(StreamDeletedPayload)
@@ -118,6 +147,25 @@ class StreamSnapshotApi(APIView):
     def get(self, request: Request, stream_id: str) -> HttpResponse:
         stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         return picture_response(node_services.stream_snapshot(stream=stream))
+
+
+class StreamSourceApi(APIView):
+    """How the pull of a pull-mode stream is doing (409/1013 for a push-mode stream)."""
+
+    @payload(SourcePayload, errors={409: [ErrorCode.WRONG_STATE]})
+    def get(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
+        return ok("Stream source", source_payload(stream))
+
+
+class StreamSourceRestartApi(APIView):
+    """Ask the pulling node to reconnect to the source."""
+
+    @payload(SourcePayload, errors={409: [ErrorCode.WRONG_STATE]})
+    def post(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
+        stream = services.source_restart(stream=stream)
+        return ok("Source restart requested", source_payload(stream))
 
 
 def picture_response(jpeg: bytes) -> HttpResponse:

@@ -132,3 +132,29 @@ class Relay(models.Model):
 
     def __str__(self) -> str:
         return f"relay to destination #{self.destination_id}: {self.state}"
+
+
+class Pull(models.Model):
+    """A pull-mode stream's source: the URL a node pulls into its own ingest instead of waiting
+    for OBS, the node doing it, and what that node last reported about it."""
+
+    stream = models.OneToOneField(
+        Stream, primary_key=True, on_delete=models.CASCADE, related_name="pull"
+    )
+    url = EncryptedTextField()  # may carry a camera's password: encrypted at rest
+    node = models.ForeignKey(
+        "agents.IngestNode", null=True, blank=True, on_delete=models.SET_NULL, related_name="pulls"
+    )
+    # Bumped by a user's restart request; the node restarts the pull when it changes.
+    restart_seq = models.PositiveIntegerField(default=0)
+    state = models.CharField(max_length=16, default="pending")
+    bitrate_kbps = models.FloatField(null=True, blank=True)
+    fps = models.FloatField(null=True, blank=True)
+    restarts = models.IntegerField(default=0)
+    since = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    log = models.JSONField(default=list, blank=True)
+    reported_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"pull of stream {self.stream_id}: {self.state}"

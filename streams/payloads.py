@@ -6,6 +6,7 @@ from agents.node.protocol import RELAY_STATES, REPORTED_STATES
 from streams.models import Service
 
 PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
+PULL_STATES = ["pending", "unknown", *REPORTED_STATES]
 
 
 class DestinationPayload(serializers.Serializer):
@@ -98,6 +99,30 @@ class StreamPayload(serializers.Serializer):
     isActive = serializers.BooleanField()
     ingestServer = serializers.CharField(help_text="OBS's Server field.")
     ingestUrl = serializers.CharField(help_text="Server and stream key joined.")
+    pullUrl = serializers.CharField(
+        allow_null=True,
+        help_text="Where the stream's video is pulled from (password and query values shown as "
+        "`***`); null: it takes a push (OBS).",
+    )
+
+
+class SourcePayload(serializers.Serializer):
+    pullUrl = serializers.CharField(help_text="Password and query values shown as `***`.")
+    node = serializers.CharField(allow_null=True, help_text="The node pulling it.")
+    state = serializers.ChoiceField(
+        choices=[*PULL_STATES],
+        help_text="`pending`: waiting for a node; `unknown`: its node has gone quiet; "
+        "`stopped`: the stream is deactivated; else the pull's own state, as a relay's.",
+    )
+    bitrateKbps = serializers.FloatField(allow_null=True)
+    fps = serializers.FloatField(allow_null=True)
+    restarts = serializers.IntegerField()
+    since = serializers.DateTimeField(allow_null=True)
+    lastError = serializers.CharField(allow_null=True)
+    log = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="The pull's last log lines (at most 100), secrets masked as `***`.",
+    )
 
 
 class StreamKeyPayload(serializers.Serializer):

@@ -46,7 +46,7 @@ def stream_get_detailed(*, user: User, stream_id: str) -> Stream:
     pk = _uuid(stream_id)
     stream = (
         Stream.objects.filter(owner=user, pk=pk)
-        .select_related("session__node")
+        .select_related("session__node", "pull")
         .prefetch_related(Prefetch("destinations", Destination.objects.order_by("id")))
         .first()
         if pk

@@ -2,6 +2,7 @@
 its node are streams.sessions' (the publish lifecycle)."""
 
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -9,7 +10,8 @@ from django.db import transaction
 from accounts.models import User
 from rig.api import ApiError, ErrorCode, enforce_limit, invalid_input
 from streams import destinations as urls
-from streams.models import Destination, Service, Stream
+from streams.models import Destination, Pull, Service, Stream
+from streams.pulls import pull_assign, pull_release, pull_restart, pull_set, pull_url_error
 from streams.sessions import nudge_if_live, session_end
 
 
@@ -45,14 +47,36 @@ def stream_key_rotate(*, stream: Stream) -> Stream:
     return stream
 
 
+_UNCHANGED: Any = object()
+
+
+def stream_update(
+    *, stream: Stream, is_active: bool | None = None, pull_url: str | None = _UNCHANGED
+) -> Stream:
+    """Activate or deactivate the stream, set its pullUrl (None: back to push mode)."""
+    if pull_url is not _UNCHANGED and pull_url is not None:
+        # Checked before any lock: the check waits on DNS (see destination_add).
+        error = pull_url_error(pull_url)
+        if error:
+            raise invalid_input("pullUrl", error)
+    return _stream_update(stream=stream, is_active=is_active, pull_url=pull_url)
+
+
 @transaction.atomic
-def stream_update(*, stream: Stream, is_active: bool | None = None) -> Stream:
+def _stream_update(*, stream: Stream, is_active: bool | None, pull_url: str | None) -> Stream:
     stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    if pull_url is not _UNCHANGED:
+        pull_set(stream=stream, url=pull_url)
     if is_active is not None and is_active != stream.is_active:
         stream.is_active = is_active
         stream.save(update_fields=["is_active"])
         if not is_active and stream.is_streaming:
             session_end(stream, reason="stream deactivated")
+        pull = Pull.objects.filter(stream=stream).first()
+        if pull is not None and is_active:
+            pull_assign(pull)
+        elif pull is not None:
+            pull_release(stream=stream)
     return stream
 
 
@@ -185,3 +209,14 @@ def relay_restart(*, destination: Destination) -> Destination:
 def relay_mute(*, destination: Destination, muted: bool) -> Destination:
     """Drop (or restore) the audio track to this destination only."""
     return destination_update(destination=destination, is_muted=muted)
+
+
+# --- pulled source ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def source_restart(*, stream: Stream) -> Stream:
+    """Ask the pulling node to reconnect to the stream's source."""
+    stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    pull_restart(stream=stream)
+    return stream

@@ -109,7 +109,7 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
 
 
 @transaction.atomic
-def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
+def publish_start(*, node: IngestNode, key: str, client_id: str, pull_token: str = "") -> Stream:
     # The node's row serializes its publishes, so two at once cannot both take the last slot.
     # Lock order everywhere: node, then stream (whose row guards its sessions).
     node = IngestNode.objects.select_for_update().get(pk=node.pk)
@@ -118,6 +118,9 @@ def publish_start(*, node: IngestNode, key: str, client_id: str) -> Stream:
         raise not_found("Stream")
     if not stream.is_active:
         raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Stream is deactivated", 403)
+    from streams.pulls import pull_admits  # pulls end sessions: avoid the cycle at import time
+
+    pull_admits(stream=stream, node=node, token=pull_token)
     live = stream.live_session
     if live is not None:
         if live.node_id == node.pk and live.client_id == client_id:

@@ -17,6 +17,12 @@ urlpatterns = [
         "destination-detail",
     ),
     route(rf"streams/{_ID}/sessions", apis.SessionListApi.as_view(), "session-list"),
+    route(rf"streams/{_ID}/source", apis.StreamSourceApi.as_view(), "stream-source"),
+    route(
+        rf"streams/{_ID}/source/restart",
+        apis.StreamSourceRestartApi.as_view(),
+        "stream-source-restart",
+    ),
     route(rf"streams/{_ID}/snapshot", apis.StreamSnapshotApi.as_view(), "stream-snapshot"),
     route(rf"streams/{_ID}/relays", apis.RelayListApi.as_view(), "relay-list"),
     route(rf"streams/{_ID}/relays/{_DEST}", apis.RelayDetailApi.as_view(), "relay-detail"),

@@ -235,7 +235,7 @@ def test_request_bodies_come_from_the_views_serializers(schema: dict[str, Any]) 
     assert _ref_name(signup) == "AccountCreateInput"
     assert components["AccountCreateInput"]["additionalProperties"] is False
     patch = body("patch", "/streams/{stream_id}")["content"]["application/json"]["schema"]
-    assert components[_ref_name(patch)]["required"] == ["isActive"]
+    assert set(components[_ref_name(patch)]["properties"]) == {"isActive", "pullUrl"}
     hook = body("post", "/agents/hooks/{token}/{event}")["content"]
     assert "application/x-www-form-urlencoded" in hook
     for path, method in [("/streams", "post"), ("/streams/{stream_id}/changeKey", "post")]:
@@ -462,6 +462,37 @@ def test_documented_payloads_match_real_answers(
     assert documented(r, "post", relay + "/mute", "Relay muted")["isMuted"] is True
     r = carol.post(f"/streams/{sid}/relays/{did}/unmute")
     assert documented(r, "post", relay + "/unmute", "Relay unmuted")["isMuted"] is False
+
+    # A pulled source: another stream takes its video from a camera; the node pulls it.
+    pulled = carol.post("/streams").json()["payload"]
+    source_path = "/streams/{stream_id}/source"
+    documented.error(carol.get(f"/streams/{pulled['id']}/source"), "get", source_path, 409, 1013)
+    camera = "rtsp://viewer:s3cret@cam.example.com/stream1"
+    r = carol.patch(f"/streams/{pulled['id']}", {"pullUrl": camera}, format="json")
+    shown = documented(r, "patch", "/streams/{stream_id}", "Stream updated")["pullUrl"]
+    assert shown == "rtsp://viewer:***@cam.example.com/stream1"
+    wanted = documented(nodes.get("/agents/pulls"), "get", "/agents/pulls", "Pulls for node")
+    assert [pull["url"] for pull in wanted] == [camera]
+    pull_report = {
+        "streams": [],
+        "pulls": [
+            {
+                "streamKey": pulled["streamKey"],
+                "state": "live",
+                "bitrateKbps": 900.0,
+                "fps": 30.0,
+                "since": 1_700_000_000.0,
+                "newLog": [f"Input #0, rtsp, from '{camera}':"],
+            }
+        ],
+    }
+    r = nodes.post("/agents/status", pull_report, format="json")
+    documented(r, "post", "/agents/status", "Status recorded")
+    r = carol.get(f"/streams/{pulled['id']}/source")
+    source = documented(r, "get", source_path, "Stream source")
+    assert source["state"] == "live" and source["log"] and "s3cret" not in str(source)
+    r = carol.post(f"/streams/{pulled['id']}/source/restart")
+    documented(r, "post", source_path + "/restart", "Source restart requested")
 
     # Operators: staff users see every node, the one reporting and one that never did.
     node, _ = node_and_token

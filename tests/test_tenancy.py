@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from rest_framework.test import APIClient
 
-from streams.models import Destination, Stream
+from streams.models import Destination, Pull, Stream
 from tests.conftest import assert_error
 from tests.factories import DestinationFactory
 
@@ -18,6 +18,7 @@ Endpoint = tuple[str, Callable[[Stream, Destination], str], dict | None]
 ENDPOINTS: list[Endpoint] = [
     ("get", lambda s, d: f"/streams/{s.id}", None),
     ("patch", lambda s, d: f"/streams/{s.id}", {"isActive": False}),
+    ("patch", lambda s, d: f"/streams/{s.id}", {"pullUrl": "rtsp://cam.example.com/1"}),
     ("delete", lambda s, d: f"/streams/{s.id}", None),
     ("post", lambda s, d: f"/streams/{s.id}/changeKey", None),
     ("post", lambda s, d: f"/streams/{s.id}/destination", {"service": "Twitch", "streamKey": "k"}),
@@ -37,7 +38,8 @@ def call(client: APIClient, endpoint: Endpoint, stream: Stream, destination: Des
 def snapshot(stream: Stream) -> tuple:
     stream.refresh_from_db()
     destinations = tuple(Destination.objects.filter(stream=stream).values_list())
-    return (stream.stream_key, stream.is_active, destinations)
+    pulls = tuple(Pull.objects.filter(stream=stream).values_list())
+    return (stream.stream_key, stream.is_active, destinations, pulls)
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=IDS)
@@ -86,6 +88,7 @@ def test_agent_endpoints_refuse_users(alice_client: APIClient, alice_stream: Str
     for method, url in [
         ("get", f"/agents/config/{alice_stream.stream_key}"),
         ("get", "/agents/streams"),
+        ("get", "/agents/pulls"),
         ("post", "/agents/status"),
     ]:
         assert_error(getattr(alice_client, method)(url, {"streams": []}, format="json"), 401, 1003)

@@ -113,6 +113,24 @@ def desired_relays(
     return specs, keys
 
 
+def desired_pulls(pulls: list[dict[str, Any]], *, rtmp_port: int) -> list[RelaySpec]:
+    """The pulls this node should run: each plays the stream's remote URL and publishes it
+    into this node's ingest under the stream's key, with the token that tells the control
+    plane's publish hook it is the stream's own pull and not a pushed publisher."""
+    return [
+        RelaySpec(
+            relay_id=f"pull:{pull['streamID']}",
+            stream_id=pull["streamID"],
+            source_url=pull["url"],
+            target_url=f"{ingest.local_stream_url(rtmp_port, pull['streamKey'])}"
+            f"?pull={pull['token']}",
+            generation=int(pull.get("restartSeq", 0)),
+            pull=True,
+        )
+        for pull in pulls
+    ]
+
+
 def publishers_to_drop(streams: list[dict[str, Any]], publishers: dict[str, str]) -> list[str]:
     """Keys whose publisher on this node is not a live session's: revoked, ended, or replaced
     by a newer session (which can only connect once this one is gone)."""
@@ -137,6 +155,7 @@ class Agent:
         )
         self.snapshots = Snapshots(ffmpeg=config.ffmpeg, rtmp_port=config.rtmp_port)
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
+        self._pull_keys: dict[str, str] = {}  # the same, for the streams this node pulls
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
         self._log_sent: dict[str, int] = {}  # relay id -> its log lines the control plane has
@@ -155,6 +174,7 @@ class Agent:
         # Read nginx first: a key it lists was committed live before it got there, so the
         # control plane's answer (read after) includes it unless it has since been revoked.
         publishers = self._publishers()
+        pulls = self.control.pulls()
         streams = self.control.live_streams()
         if set(publishers) - {stream["streamKey"] for stream in streams}:
             # nginx has publishers the control plane does not list: revoked, or sessions it
@@ -168,7 +188,8 @@ class Agent:
             streams, publishers, seen=self._seen, rtmp_port=self.config.rtmp_port
         )
         self._served = publishers
-        self.supervisor.reconcile(specs)
+        self._pull_keys = {pull["streamID"]: pull["streamKey"] for pull in pulls}
+        self.supervisor.reconcile([*specs, *desired_pulls(pulls, rtmp_port=self.config.rtmp_port)])
         self.snapshots.keep_only(set(self._keys.values()))
         for name in publishers_to_drop(streams, publishers):
             logger.info("dropping a publisher whose session is no longer live here")
@@ -211,15 +232,24 @@ class Agent:
         the log lines the control plane has not had yet as far as the protocol's budget
         allows; and the log cursor to keep once the control plane took it."""
         by_stream: dict[str, list[dict[str, Any]]] = {}
+        pulls: list[dict[str, Any]] = []
         logs: list[tuple[dict[str, Any], tuple[str, ...], str, int]] = []
-        keys = self._keys
+        keys, pull_keys = self._keys, self._pull_keys
         for snapshot in self.supervisor.states():
             stream_id = snapshot.stream_id
-            if stream_id not in keys:
-                continue
             relay = snapshot.as_dict()
-            entry = {
-                "destinationId": snapshot.destination_id,
+            entry: dict[str, Any]
+            if snapshot.relay_id.startswith("pull:"):
+                if stream_id not in pull_keys:
+                    continue
+                entry = {"streamKey": pull_keys[stream_id]}
+                pulls.append(entry)
+            elif stream_id in keys:
+                entry = {"destinationId": snapshot.destination_id}
+                by_stream.setdefault(stream_id, []).append(entry)
+            else:
+                continue
+            entry |= {
                 "state": relay["state"],
                 "bitrateKbps": relay["bitrateKbps"],
                 "fps": relay["fps"],
@@ -228,7 +258,6 @@ class Agent:
                 "since": relay["since"],
                 "lastError": relay["lastError"] and relay["lastError"][:LAST_ERROR_CHARS],
             }
-            by_stream.setdefault(stream_id, []).append(entry)
             sent = self._log_sent.get(snapshot.relay_id, 0)
             if sent > snapshot.log_total:  # a new relay under an old id
                 sent = 0
@@ -242,6 +271,7 @@ class Agent:
                 {"streamKey": keys[stream_id], "relays": relays}
                 for stream_id, relays in by_stream.items()
             ],
+            "pulls": pulls,
             "load": self.load(),
         }
         if publishers is not None:

@@ -42,6 +42,14 @@ class ControlPlane:
             raise ControlPlaneError(f"GET /agents/streams: HTTP {status}")
         return payload
 
+    def pulls(self) -> list[dict[str, Any]]:
+        """The streams this node should pull into its ingest:
+        [{streamID, streamKey, url, token, restartSeq}]."""
+        status, payload = self._call("GET", "/agents/pulls")
+        if status != 200 or not isinstance(payload, list):
+            raise ControlPlaneError(f"GET /agents/pulls: HTTP {status}")
+        return payload
+
     def report(self, body: dict[str, Any]) -> None:
         """The node's heartbeat (Agent.status_report builds it)."""
         status, _ = self._call("POST", "/agents/status", body)

@@ -246,7 +246,7 @@ class RelayRunner:
         """Wait out the backoff, but retry as soon as a destination that was unreachable
         accepts connections again (a TCP connect a second), so a platform that comes back
         is live again within seconds, not after the longest backoff."""
-        address = probe_address(self.spec.target_url)
+        address = probe_address(self.spec.remote_url)
         deadline = time.monotonic() + delay
         was_down = False
         while True:
@@ -273,11 +273,12 @@ class RelayRunner:
     def _attempt(self, spec: RelaySpec) -> str | None:
         """Run ffmpeg once. The failure that ended it, or None if an order ended it."""
         secrets = relay_secrets(spec)
-        address = target_address(spec.target_url)
+        address = target_address(spec.remote_url)
         if not self._cfg.private_ok and address is not None and private_now(*address):
-            # Checked when the destination was saved; checked again here because its name may
-            # resolve inward now (DNS rebinding). No connection is tried: nothing to learn.
-            return "destination now resolves to a private address: not connecting"
+            # Checked when the destination (or pullUrl) was saved; checked again here because
+            # its name may resolve inward now (DNS rebinding). No connection is tried.
+            where = "source" if spec.pull else "destination"
+            return f"{where} now resolves to a private address: not connecting"
         # ffmpeg's own I/O timeout fires a little before the stall check, for a clearer error.
         rw_timeout = min(10.0, 0.8 * self._cfg.stall_timeout)
         command = build_relay_command(spec, ffmpeg=self._cfg.ffmpeg, rw_timeout_s=rw_timeout)

@@ -62,7 +62,7 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     return setup
 
 
-_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443}
+_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "rtsp": 554, "rtsps": 322, "http": 80, "https": 443}
 
 
 def target_address(url: str) -> tuple[str, int] | None:

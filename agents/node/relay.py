@@ -52,15 +52,25 @@ class RelaySpec:
     # Whose relay it is, for reports: the stream and the destination (0: not a stream's).
     stream_id: str = ""
     destination_id: int = 0
+    # A pull: the source is the stream's remote pullUrl (a camera, a server) and the target
+    # this node's own ingest, so the pulled stream is published like OBS would.
+    pull: bool = False
+
+    @property
+    def remote_url(self) -> str:
+        """The URL outside this node: what the SSRF guard checks and the probe knocks on."""
+        return self.source_url if self.pull else self.target_url
 
     def __repr__(self) -> str:
         # Specs end up in tracebacks and debug logs; never print the key there.
-        target = redact(self.target_url, relay_secrets(self))
+        secrets = relay_secrets(self)
+        target = redact(self.target_url, secrets)
+        source = redact(self.source_url, secrets)
         return (
-            f"RelaySpec(relay_id={self.relay_id!r}, source_url={self.source_url!r}, "
+            f"RelaySpec(relay_id={self.relay_id!r}, source_url={source!r}, "
             f"target_url={target!r}, mute={self.mute!r}, generation={self.generation!r}, "
             f"session={self.session!r}, stream_id={self.stream_id!r}, "
-            f"destination_id={self.destination_id!r})"
+            f"destination_id={self.destination_id!r}, pull={self.pull!r})"
         )
 
 
@@ -84,15 +94,15 @@ def build_relay_command(
         "level+warning",
         # Without it a source that goes quiet (publisher gone, nginx keeps the player
         # attached) would hang the input forever.
-        "-rw_timeout",
-        rw_timeout,
+        *_input_timeout(spec.source_url, rw_timeout),
         # No -analyzeduration/-probesize here on purpose: nginx-rtmp sends audio before the
         # first video keyframe, and a short probe makes ffmpeg decide there is no video.
         "-i",
         spec.source_url,
         *maps,
-        "-c",
-        "copy",
+        # A pull's audio is made AAC (cameras send G.711 and the like, which platforms refuse;
+        # it costs little); its video, like every relay's, is copied.
+        *(["-c:v", "copy", "-c:a", "aac", "-b:a", "128k"] if spec.pull else ["-c", "copy"]),
         *_container(spec.target_url),
         # Output side too: a destination that accepts TCP but stops reading would otherwise
         # block the write forever.
@@ -112,6 +122,14 @@ def build_relay_command(
     ]
 
 
+def _input_timeout(source_url: str, rw_timeout: str) -> list[str]:
+    """RTSP has its own socket timeout (and refuses -rw_timeout) and goes over TCP, which
+    passes every firewall and loses nothing; every other input takes -rw_timeout."""
+    if source_url.startswith(("rtsp://", "rtsps://")):
+        return ["-rtsp_transport", "tcp", "-timeout", rw_timeout]
+    return ["-rw_timeout", rw_timeout]
+
+
 def _container(target_url: str) -> list[str]:
     """SRT carries MPEG-TS; RTMP(S) carries FLV, which must not try to rewrite its header at
     the end (the target is not seekable)."""
@@ -128,6 +146,8 @@ def relay_secrets(spec: RelaySpec) -> tuple[str, ...]:
     than the whole URL keeps logs useful (``rtmp://host/app/***``) while the full URL, which
     contains the key, can no longer appear either.
     """
+    if spec.pull:
+        return _pull_secrets(spec)
     parts = urllib.parse.urlsplit(spec.target_url)
     # The rig stream key, in the source URL: ffmpeg's input errors quote it.
     found: list[str] = [spec.source_url.rsplit("/", 1)[-1]]
@@ -141,6 +161,20 @@ def relay_secrets(spec: RelaySpec) -> tuple[str, ...]:
     if not key and not parts.query:
         # Nothing we recognise as a key: hide the whole URL rather than guess.
         found.append(spec.target_url)
+    return tuple(dict.fromkeys(s for s in found if s))
+
+
+def _pull_secrets(spec: RelaySpec) -> tuple[str, ...]:
+    """A pull's secrets: the source's credentials and query (a camera's password, a signed
+    URL's token) and, in the local target, the rig stream key and the pull's token."""
+    source = urllib.parse.urlsplit(spec.source_url)
+    target = urllib.parse.urlsplit(spec.target_url)
+    found = [target.path.rsplit("/", 1)[-1], target.query]
+    found += [value for _, value in urllib.parse.parse_qsl(target.query)]
+    for secret in (source.username, source.password, source.query):
+        if secret:
+            found += [secret, urllib.parse.unquote(secret)]
+    found += [value for _, value in urllib.parse.parse_qsl(source.query)]
     return tuple(dict.fromkeys(s for s in found if s))
 
 

@@ -313,3 +313,31 @@ class Proxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         self._loop.close()
+
+
+class Camera:
+    """An RTSP camera (tests/media/rtsp_camera.py: GStreamer's RTSP server, a moving test
+    pattern), run by Debian's python3; stop and start it again on the same port."""
+
+    def __init__(self, root: Path) -> None:
+        self.port = free_port()
+        self.log = root / f"camera-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+
+    def url(self, credentials: str = "") -> str:
+        login = f"{credentials}@" if credentials else ""
+        return f"rtsp://{login}127.0.0.1:{self.port}/cam"
+
+    def start(self) -> "Camera":
+        script = Path(__file__).with_name("rtsp_camera.py")
+        self.process = subprocess.Popen(
+            ["/usr/bin/python3", str(script), str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("ab"),
+        )
+        wait_until(lambda: _port_open(self.port), 10, 0.05)
+        return self
+
+    def stop(self) -> None:
+        stop(self.process)
+        self.process = None

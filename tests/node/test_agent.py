@@ -26,6 +26,9 @@ class FakeControlPlane:
             raise ValueError("a bug, not a network error")
         return []
 
+    def pulls(self) -> list[dict[str, Any]]:
+        return []
+
     def report(self, body: dict[str, Any]) -> None:
         self.reports.append((body["streams"], body.get("publishers")))
         self.loads.append(body.get("load"))
