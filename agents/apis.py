@@ -44,6 +44,7 @@ from rig.api import (
 from rig.metrics import observe_hook
 from rig.schema import payload
 from streams import pulls, sessions
+from streams.models import Recording
 
 
 def _node(request: Request) -> IngestNode:
@@ -101,6 +102,19 @@ class _PullReport(_ProcessReport):
     streamKey = StrictCharField(max_length=64)
 
 
+class _RecordingReport(serializers.Serializer):
+    id = serializers.UUIDField(format="hex_verbose")
+    streamKey = StrictCharField(max_length=64)
+    startedAt = serializers.FloatField(min_value=0, max_value=2**35)
+    endedAt = serializers.FloatField(required=False, allow_null=True, min_value=0, max_value=2**35)
+    durationS = serializers.FloatField(required=False, min_value=0, max_value=1e9)
+    bytes = serializers.IntegerField(required=False, min_value=0, max_value=2**62)
+    state = serializers.ChoiceField(choices=Recording.State.choices)
+    error = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=2000
+    )
+
+
 class _StreamReport(serializers.Serializer):
     streamKey = StrictCharField(max_length=64)
     relays = serializers.ListField(child=_RelayReport(), max_length=200)
@@ -121,6 +135,10 @@ class AgentStatusApi(_NodeEndpoint):
         load = _LoadReport(required=False)
         # The streams this node pulls into its ingest (pulled sources).
         pulls = serializers.ListField(child=_PullReport(), max_length=2000, required=False)
+        # The recordings the node writes, and those it finished since its last report taken.
+        recordings = serializers.ListField(
+            child=_RecordingReport(), max_length=2000, required=False
+        )
 
     @payload(StatusRecordedPayload)
     def post(self, request: Request) -> Response:
@@ -131,6 +149,7 @@ class AgentStatusApi(_NodeEndpoint):
             publishers=data.get("publishers"),
             load=data.get("load"),
             pulls=data.get("pulls"),
+            recordings=data.get("recordings"),
         )
         return ok("Status recorded", {"relays": accepted})
 

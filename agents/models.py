@@ -5,6 +5,9 @@ import secrets
 
 from django.db import models
 
+from agents.node.protocol import agent_secret
+from rig.crypto import EncryptedTextField
+
 TOKEN_PREFIX = "rign_"  # noqa: S105 - a prefix, not a secret: tells node tokens from JWTs
 
 
@@ -20,6 +23,9 @@ class IngestNode(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     # sha256 of the token: the token itself is shown once and never stored.
     token_hash = models.CharField(max_length=64, unique=True)
+    # What workers present to the agent (agents.node.protocol.agent_secret), encrypted at rest;
+    # empty for a node whose token predates it, until its token is set again (node_create).
+    agent_secret = EncryptedTextField(blank=True, default="")
     rtmp_url = models.CharField(max_length=255, help_text="Public ingest URL OBS connects to")
     agent_url = models.CharField(max_length=255, blank=True, help_text="Where workers nudge it")
     region = models.CharField(max_length=64, default="local")
@@ -47,6 +53,7 @@ class IngestNode(models.Model):
 
     def set_token(self, token: str) -> None:
         self.token_hash = token_hash(token)
+        self.agent_secret = agent_secret(token)
 
 
 class NodeWatch(models.Model):

@@ -25,6 +25,9 @@ class LiveStreamPayload(serializers.Serializer):
     destinations = AgentDestinationPayload(
         many=True, help_text="The stream's Stream Config, as /agents/config/{key} answers it."
     )
+    record = serializers.BooleanField(
+        help_text="Record this session: the stream's `record`, within its owner's quota."
+    )
 
 
 class AgentPullPayload(serializers.Serializer):

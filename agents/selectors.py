@@ -12,6 +12,7 @@ from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
 from streams.destinations import destination_fields
 from streams.models import Destination, Session
+from streams.recordings import owners_over_quota
 from streams.selectors import live_streams, relays_wanted, stream_by_key
 
 
@@ -36,21 +37,24 @@ def agent_config_for_key(*, key: str) -> list[dict[str, Any]]:
 
 def node_live_streams(*, node: IngestNode) -> list[dict[str, Any]]:
     """What should be live on this node right now, with each stream's destinations (the Stream
-    Config items): the agent's whole desired state in one answer and two queries, however many
-    streams the node serves."""
-    streams = (
+    Config items) and whether to record it: the agent's whole desired state in one answer and
+    two queries (three while a stream records), however many streams the node serves."""
+    streams = list(
         live_streams()
         .filter(session__node=node, is_active=True)
         .select_related("session")
         .prefetch_related(Prefetch("destinations", Destination.objects.order_by("id")))
         .order_by("id")
     )
+    over = owners_over_quota({s.owner_id for s in streams if s.record})
     return [
         {
             "streamID": str(s.id),
             "streamKey": s.stream_key,
             "clientId": s.session.client_id if s.session else "",
             "destinations": [_config_item(d) for d in s.destinations.all()],
+            # Record this session (streams.recordings): on, and within the owner's quota.
+            "record": s.record and s.owner_id not in over,
         }
         for s in streams
     ]

@@ -2,6 +2,7 @@
 operators and the node watch (drain, lost nodes)."""
 
 import logging
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,8 +16,9 @@ from agents.node.protocol import LOG_LINES_KEPT, DisplayState
 from agents.node.relay import redact
 from rig.api import ApiError, ErrorCode
 from streams import pulls as stream_pulls
+from streams import recordings as stream_recordings
 from streams import sessions as stream_sessions
-from streams.models import Destination, Relay, Stream
+from streams.models import Destination, Recording, Relay, Stream
 from streams.selectors import live_streams
 from webhooks.services import destination_event, events_emit
 
@@ -57,6 +59,7 @@ def node_report(
     publishers: list[str] | None = None,
     load: dict[str, Any] | None = None,
     pulls: list[dict[str, Any]] | None = None,
+    recordings: list[dict[str, Any]] | None = None,
 ) -> int:
     """Store what a node says about its relays; reports for streams it doesn't serve are ignored.
 
@@ -74,6 +77,8 @@ def node_report(
         stream_sessions.publishers_seen(node=node, keys=publishers)
     if pulls:
         stream_pulls.pulls_report(node=node, reports=pulls)
+    if recordings is not None:
+        stream_recordings.recordings_report(node=node, reports=recordings)
     if node.last_seen_at is None or node.lost_at is not None:
         # A node is up (first heartbeat, or back): pulls that found no node may go now, without
         # waiting for the node watch.
@@ -214,6 +219,9 @@ def nodes_mark_lost() -> list[str]:
             node.save(update_fields=["lost_at"])
             ended = stream_sessions.sessions_end_on_lost_node(node=node)
             stream_pulls.pulls_unassign(node=node)
+            Recording.objects.filter(node=node, state=Recording.State.RECORDING).update(
+                state=Recording.State.FAILED, ended_at=now, reason="node lost"
+            )
             _node_lost_events(node, ended)
             silent = (now - node.last_seen_at).total_seconds() if node.last_seen_at else None
             logger.warning(
@@ -227,9 +235,12 @@ def nodes_mark_lost() -> list[str]:
 
 
 def agent_request(node: IngestNode, path: str, body: bytes | None = None) -> urllib.request.Request:
-    """A call to the node's agent at its ``agent_url`` (nudges, snapshots), authenticated the
-    way the agent checks it (agents.node.agent: the sha256 of the node token)."""
-    headers = {"Authorization": f"Bearer {node.token_hash}"}
+    """A call to the node's agent at its ``agent_url`` (nudges, snapshots), with the secret
+    the agent checks (agents.node.protocol.agent_secret). OSError when the node has none yet
+    (a token from before it: `node_create` sets it again); the agent's poll is the backstop."""
+    if not node.agent_secret:
+        raise OSError(f"node {node.name} has no agent secret: give it its token again")
+    headers = {"Authorization": f"Bearer {node.agent_secret}"}
     if body is not None:
         headers["Content-Type"] = "application/json"
     return urllib.request.Request(  # noqa: S310 - operator-configured http(s) URL
@@ -260,6 +271,74 @@ def stream_snapshot(*, stream: Stream) -> bytes:
     if not jpeg.startswith(b"\xff\xd8"):
         raise _no_picture()
     return jpeg
+
+
+def recording_download(*, recording: Recording, byte_range: str | None) -> Any:
+    """The recording's file from the node that holds it, as the agent answers (200, or 206 for
+    a Range): a response to read in chunks. 503 (1012) when that node cannot serve it."""
+    node = recording.node
+    if node is None or not node.agent_url:
+        raise _no_file()
+    request = agent_request(node, f"/recordings/{recording.pk}")
+    if byte_range:
+        request.add_header("Range", byte_range)
+    try:
+        return urllib.request.urlopen(request, timeout=settings.RIG_SNAPSHOT_TIMEOUT_S)  # noqa: S310
+    except urllib.error.HTTPError as error:
+        if error.code == 416:
+            raise ApiError(
+                ErrorCode.INVALID_INPUT,
+                "Invalid input",
+                416,
+                {"range": ["Not a range of this recording: bytes=first-last within its size."]},
+            ) from None
+        logger.info("no recording from node %s: HTTP %s", node.name, error.code)
+        raise _no_file() from None
+    except OSError as error:
+        logger.info("no recording from node %s: %s", node.name, error)
+        raise _no_file() from None
+
+
+def recording_delete(*, recording: Recording) -> None:
+    """Delete the file on its node, then the row. 409 (1013) while it records; 503 (1012) when
+    the node cannot be reached (nothing changes: try again). A node that no longer exists
+    holds nothing to delete."""
+    if recording.state == Recording.State.RECORDING:
+        raise ApiError(ErrorCode.WRONG_STATE, "Recording is still being written", 409)
+    node = recording.node
+    if node is not None and node.agent_url:
+        request = agent_request(node, f"/recordings/{recording.pk}")
+        request.method = "DELETE"
+        try:
+            with urllib.request.urlopen(request, timeout=settings.RIG_NUDGE_TIMEOUT_S):  # noqa: S310
+                pass
+        except OSError as error:
+            logger.info("could not delete a recording on node %s: %s", node.name, error)
+            raise ApiError(
+                ErrorCode.UNAVAILABLE, "The recording's node cannot be reached: try again", 503
+            ) from None
+    recording.delete()
+
+
+def recordings_expire() -> int:
+    """Beat task: recordings older than RIG_RECORDING_RETENTION_DAYS are deleted (those whose
+    node does not answer are tried again next time). How many went."""
+    cutoff = timezone.now() - timedelta(days=settings.RIG_RECORDING_RETENTION_DAYS)
+    expired = Recording.objects.filter(started_at__lt=cutoff).exclude(
+        state=Recording.State.RECORDING
+    )
+    deleted = 0
+    for recording in expired.select_related("node"):
+        try:
+            recording_delete(recording=recording)
+        except ApiError:
+            continue
+        deleted += 1
+    return deleted
+
+
+def _no_file() -> ApiError:
+    return ApiError(ErrorCode.UNAVAILABLE, "The recording's node cannot serve it now", 503)
 
 
 def _no_picture() -> ApiError:

@@ -34,3 +34,9 @@ def nodes_check() -> list[str]:
     lost = services.nodes_mark_lost()
     pulls_assign()
     return lost
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def recordings_expire() -> int:
+    """Beat task: delete recordings past RIG_RECORDING_RETENTION_DAYS (with their files)."""
+    return services.recordings_expire()

@@ -215,6 +215,7 @@ SPECTACULAR_SETTINGS = {
         "RelayStateEnum": "agents.node.protocol.RELAY_STATES",
         "ReportedRelayStateEnum": "agents.node.protocol.REPORTED_STATES",
         "ServiceEnum": "streams.models.Service",
+        "RecordingStateEnum": "streams.models.Recording.State",
     },
 }
 
@@ -258,6 +259,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(RIG_NODE_CHECK_S),
         "options": {"expires": float(RIG_NODE_CHECK_S)},  # a backlog of checks is pointless
     },
+    # Recordings past RIG_RECORDING_RETENTION_DAYS are deleted, file and row.
+    "recordings-expire": {
+        "task": "agents.tasks.recordings_expire",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
+    },
     # Webhook deliveries that were never enqueued (broker down) or whose retry is due.
     "webhook-deliveries-sweep": {
         "task": "webhooks.tasks.delivery_sweep",
@@ -300,6 +307,9 @@ RIG_WEBHOOK_BACKOFF_MAX_S = env_int("RIG_WEBHOOK_BACKOFF_MAX_S", 600)
 RIG_WEBHOOK_MAX_ATTEMPTS = env_int("RIG_WEBHOOK_MAX_ATTEMPTS", 6)
 # How long a worker waits for a node's agent to accept a nudge (the agent's poll is the backstop).
 RIG_NUDGE_TIMEOUT_S = float(env_int("RIG_NUDGE_TIMEOUT_MS", 2000)) / 1000
+# Recordings: kept this many days (a beat task deletes older ones), and each user's storage.
+RIG_RECORDING_RETENTION_DAYS = env_int("RIG_RECORDING_RETENTION_DAYS", 30)
+RIG_RECORDING_QUOTA_MB = env_int("RIG_RECORDING_QUOTA_MB", 10240)
 # How long GET /streams/{id}/snapshot waits for the node's picture (it decodes a keyframe).
 RIG_SNAPSHOT_TIMEOUT_S = float(env_int("RIG_SNAPSHOT_TIMEOUT_MS", 8000)) / 1000
 

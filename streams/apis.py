@@ -1,9 +1,10 @@
 """Streams endpoints of the rig v1 API, plus stream/destination management extensions."""
 
+from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -23,12 +24,14 @@ from rig.api import (
     parse,
 )
 from rig.schema import error_response, payload, plain_text
-from streams import selectors, services
+from streams import recordings, selectors, services
 from streams.destinations import destination_fields, ingest_base, service_list
-from streams.models import Destination, Service, Stream
+from streams.models import Destination, Recording, Service, Stream
 from streams.payloads import (
     DestinationDeletedPayload,
     DestinationPayload,
+    RecordingDeletedPayload,
+    RecordingPayload,
     RelayDetailPayload,
     RelayPayload,
     ServicePayload,
@@ -38,7 +41,7 @@ from streams.payloads import (
     StreamKeyPayload,
     StreamPayload,
 )
-from streams.pulls import PULL_URL_MAX, shown_url, source_payload
+from streams.pulls import PULL_URL_MAX, shown_url, source_payload, stream_pull
 
 
 def destination_payload(destination: Destination) -> dict[str, Any]:
@@ -63,7 +66,8 @@ def stream_payload(stream: Stream, destinations: list[Destination] | None) -> di
         "isActive": stream.is_active,
         "ingestServer": server,
         "ingestUrl": f"{server.rstrip('/')}/{stream.stream_key}",
-        "pullUrl": shown_url(pull.url) if (pull := getattr(stream, "pull", None)) else None,
+        "pullUrl": shown_url(pull.url) if (pull := stream_pull(stream)) else None,
+        "record": stream.record,
     }
 
 
@@ -93,6 +97,9 @@ class StreamDetailApi(APIView):
             help_text="Pull the stream's video from this URL (rtsp, rtsps, rtmp, rtmps, srt, "
             "http(s) for HLS) instead of taking a push; null: back to push mode.",
         )
+        record = StrictBooleanField(
+            required=False, help_text="Record every live session (fragmented MP4) on its node."
+        )
 
     def _detail(self, request: Request, stream_id: str) -> dict[str, Any]:
         stream = selectors.stream_get_detailed(user=request_user(request), stream_id=stream_id)
@@ -102,7 +109,7 @@ class StreamDetailApi(APIView):
     def get(self, request: Request, stream_id: str) -> Response:
         return ok("Stream detail", self._detail(request, stream_id))
 
-    @payload(StreamPayload)
+    @payload(StreamPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def patch(self, request: Request, stream_id: str) -> Response:
         stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         data = parse(self.UpdateSerializer, request)
@@ -111,7 +118,7 @@ class StreamDetailApi(APIView):
                 ErrorCode.MISSING_INPUT,
                 "Missing required input",
                 400,
-                {"isActive": ["Give isActive, pullUrl or both."]},
+                {"isActive": ["Give isActive, pullUrl, record, or several of them."]},
             )
         services.stream_update(stream=stream, **data)
         return ok("Stream updated", self._detail(request, stream_id))
@@ -166,6 +173,70 @@ class StreamSourceRestartApi(APIView):
         stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
         stream = services.source_restart(stream=stream)
         return ok("Source restart requested", source_payload(stream))
+
+
+class StreamRecordingListApi(APIView):
+    """The stream's recordings, newest first: one per recorded session and node (more if its
+    recorder had to start again)."""
+
+    @payload(RecordingPayload, many=True)
+    def get(self, request: Request, stream_id: str) -> Response:
+        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
+        return ok("Stream recordings", recordings.recording_list(stream=stream))
+
+
+class RecordingDetailApi(APIView):
+    @payload(RecordingPayload)
+    def get(self, request: Request, recording_id: str) -> Response:
+        row = recordings.recording_get(user=request_user(request), recording_id=recording_id)
+        return ok("Recording", recordings.recording_payload(row))
+
+    @payload(
+        RecordingDeletedPayload,
+        errors={409: [ErrorCode.WRONG_STATE], 503: [ErrorCode.UNAVAILABLE]},
+    )
+    def delete(self, request: Request, recording_id: str) -> Response:
+        row = recordings.recording_get(user=request_user(request), recording_id=recording_id)
+        deleted_id = str(row.pk)
+        node_services.recording_delete(recording=row)
+        return ok("Recording deleted", {"id": deleted_id})
+
+
+class RecordingDownloadApi(APIView):
+    """The recording's MP4 from whichever node holds it, streamed through; `Range: bytes=…`
+    gets 206 with that part (a player seeks, a download resumes)."""
+
+    @plain_text(
+        "video/mp4",
+        "The recording as fragmented MP4 (playable while it grows); 206 with Content-Range "
+        "for a Range request.",
+        errors={
+            416: error_response(ErrorCode.INVALID_INPUT, note="here: a range outside the file"),
+            503: error_response(ErrorCode.UNAVAILABLE, note="here: its node cannot serve it"),
+        },
+    )
+    def get(self, request: Request, recording_id: str) -> StreamingHttpResponse:
+        row = recordings.recording_get(user=request_user(request), recording_id=recording_id)
+        return recording_response(row, request.headers.get("Range"))
+
+
+def recording_response(row: Recording, byte_range: str | None) -> StreamingHttpResponse:
+    """A recording as it is served (the API and the dashboard): streamed through from its
+    node in chunks, whole or the asked range."""
+    answer = node_services.recording_download(recording=row, byte_range=byte_range)
+
+    def chunks() -> Iterator[bytes]:
+        with answer:
+            while chunk := answer.read(256 * 1024):
+                yield chunk
+
+    response = StreamingHttpResponse(chunks(), status=answer.status, content_type="video/mp4")
+    for header in ("Content-Length", "Content-Range", "Accept-Ranges"):
+        if answer.headers.get(header):
+            response[header] = answer.headers[header]
+    response["Content-Disposition"] = f'attachment; filename="rig-{row.pk}.mp4"'
+    response["Cache-Control"] = "private, no-store"
+    return response
 
 
 def picture_response(jpeg: bytes) -> HttpResponse:

@@ -24,6 +24,8 @@ class Stream(models.Model):
     )
     stream_key = models.CharField(max_length=64, unique=True)
     is_active = models.BooleanField(default=True)
+    # Record every live session on its node (fragmented MP4), within the owner's quota.
+    record = models.BooleanField(default=False)
     # The latest publish session (live while it has not ended); None until the first publish.
     session = models.ForeignKey(
         "Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -158,3 +160,35 @@ class Pull(models.Model):
 
     def __str__(self) -> str:
         return f"pull of stream {self.stream_id}: {self.state}"
+
+
+class Recording(models.Model):
+    """One recording file on the node that wrote it: a recorded session yields one (more if
+    its recorder had to start again, or the session moved to another node)."""
+
+    class State(models.TextChoices):
+        RECORDING = "recording"
+        DONE = "done"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, editable=False)  # chosen by the node
+    stream = models.ForeignKey(Stream, on_delete=models.CASCADE, related_name="recordings")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="recordings"
+    )
+    node = models.ForeignKey(
+        "agents.IngestNode", null=True, on_delete=models.SET_NULL, related_name="recordings"
+    )
+    node_name = models.CharField(max_length=64)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_s = models.FloatField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RECORDING)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"recording {self.pk} of stream {self.stream_id}: {self.state}"

@@ -3,7 +3,7 @@
 from rest_framework import serializers
 
 from agents.node.protocol import RELAY_STATES, REPORTED_STATES
-from streams.models import Service
+from streams.models import Recording, Service
 
 PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
 PULL_STATES = ["pending", "unknown", *REPORTED_STATES]
@@ -104,6 +104,27 @@ class StreamPayload(serializers.Serializer):
         help_text="Where the stream's video is pulled from (password and query values shown as "
         "`***`); null: it takes a push (OBS).",
     )
+    record = serializers.BooleanField(help_text="Whether live sessions are recorded.")
+
+
+class RecordingPayload(serializers.Serializer):
+    id = serializers.UUIDField()
+    streamID = serializers.UUIDField()
+    startedAt = serializers.DateTimeField()
+    endedAt = serializers.DateTimeField(allow_null=True, help_text="Null while it records.")
+    durationS = serializers.FloatField()
+    bytes = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Recording.State.choices)
+    reason = serializers.CharField(
+        allow_null=True,
+        help_text="Why it stopped, when not because the session ended: ffmpeg's error (a full "
+        "disk, say), `storage quota reached`, `node lost`.",
+    )
+    node = serializers.CharField(help_text="The node that holds the file.")
+
+
+class RecordingDeletedPayload(serializers.Serializer):
+    id = serializers.UUIDField()
 
 
 class SourcePayload(serializers.Serializer):

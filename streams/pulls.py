@@ -222,10 +222,16 @@ def pulls_report(*, node: IngestNode, reports: list[dict[str, Any]]) -> None:
         )
 
 
+def stream_pull(stream: Stream) -> Pull | None:
+    """The stream's pull, if it has one (loaded with the stream by stream_get_detailed)."""
+    pull: Pull | None = getattr(stream, "pull", None)
+    return pull
+
+
 def source_payload(stream: Stream) -> dict[str, Any]:
     """GET /streams/{id}/source: the pull's URL (masked), node, state and figures, last error
     and last log lines. 409 (1013) for a push-mode stream."""
-    pull = Pull.objects.filter(stream=stream).select_related("node").first()
+    pull = stream_pull(stream)
     if pull is None:
         raise ApiError(ErrorCode.WRONG_STATE, "Stream has no pullUrl: it takes a push", 409)
     state = pull.state

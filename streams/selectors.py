@@ -16,7 +16,7 @@ from rig.api import int_id, invalid_input, not_found
 from streams.models import Destination, Relay, Session, Stream
 
 
-def _uuid(value: str) -> uuid.UUID | None:
+def uuid_or_none(value: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(str(value))
     except ValueError:
@@ -29,7 +29,7 @@ def stream_list(*, user: User) -> QuerySet[Stream]:
 
 def stream_get(*, user: User, stream_id: str, for_update: bool = False) -> Stream:
     """The user's stream; another tenant's id is exactly as unknown as a missing one."""
-    pk = _uuid(stream_id)
+    pk = uuid_or_none(stream_id)
     # Locked alone (a join would lock the session's node too, against the lock order).
     queryset = (
         Stream.objects.select_for_update()
@@ -43,10 +43,10 @@ def stream_get(*, user: User, stream_id: str, for_update: bool = False) -> Strea
 
 
 def stream_get_detailed(*, user: User, stream_id: str) -> Stream:
-    pk = _uuid(stream_id)
+    pk = uuid_or_none(stream_id)
     stream = (
         Stream.objects.filter(owner=user, pk=pk)
-        .select_related("session__node", "pull")
+        .select_related("session__node", "pull__node")
         .prefetch_related(Prefetch("destinations", Destination.objects.order_by("id")))
         .first()
         if pk
@@ -60,7 +60,7 @@ def stream_get_detailed(*, user: User, stream_id: str) -> Stream:
 def destination_get(
     *, user: User, stream_id: str, destination_id: str, for_update: bool = False
 ) -> Destination:
-    pk, destination_pk = _uuid(stream_id), int_id(destination_id)
+    pk, destination_pk = uuid_or_none(stream_id), int_id(destination_id)
     if pk is None or destination_pk is None:
         raise not_found("Destination")
     queryset = Destination.objects.select_for_update() if for_update else Destination.objects
@@ -233,7 +233,7 @@ def session_list(
     (a session id of this stream) pages back from it."""
     sessions = stream.sessions.order_by("-started_at", "-id")
     if before is not None:
-        pk = _uuid(before)
+        pk = uuid_or_none(before)
         anchor = stream.sessions.filter(pk=pk).first() if pk else None
         if anchor is None:
             raise invalid_input("before", "Not a session of this stream.")

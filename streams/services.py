@@ -12,6 +12,7 @@ from rig.api import ApiError, ErrorCode, enforce_limit, invalid_input
 from streams import destinations as urls
 from streams.models import Destination, Pull, Service, Stream
 from streams.pulls import pull_assign, pull_release, pull_restart, pull_set, pull_url_error
+from streams.recordings import record_set
 from streams.sessions import nudge_if_live, session_end
 
 
@@ -51,20 +52,29 @@ _UNCHANGED: Any = object()
 
 
 def stream_update(
-    *, stream: Stream, is_active: bool | None = None, pull_url: str | None = _UNCHANGED
+    *,
+    stream: Stream,
+    is_active: bool | None = None,
+    pull_url: str | None = _UNCHANGED,
+    record: bool | None = None,
 ) -> Stream:
-    """Activate or deactivate the stream, set its pullUrl (None: back to push mode)."""
+    """Activate or deactivate the stream, set its pullUrl (None: back to push mode), record its
+    sessions or not."""
     if pull_url is not _UNCHANGED and pull_url is not None:
         # Checked before any lock: the check waits on DNS (see destination_add).
         error = pull_url_error(pull_url)
         if error:
             raise invalid_input("pullUrl", error)
-    return _stream_update(stream=stream, is_active=is_active, pull_url=pull_url)
+    return _stream_update(stream=stream, is_active=is_active, pull_url=pull_url, record=record)
 
 
 @transaction.atomic
-def _stream_update(*, stream: Stream, is_active: bool | None, pull_url: str | None) -> Stream:
+def _stream_update(
+    *, stream: Stream, is_active: bool | None, pull_url: str | None, record: bool | None
+) -> Stream:
     stream = Stream.objects.select_for_update().get(pk=stream.pk)
+    if record is not None:
+        record_set(stream=stream, record=record)
     if pull_url is not _UNCHANGED:
         pull_set(stream=stream, url=pull_url)
     if is_active is not None and is_active != stream.is_active:

@@ -23,6 +23,13 @@ urlpatterns = [
         apis.StreamSourceRestartApi.as_view(),
         "stream-source-restart",
     ),
+    route(rf"streams/{_ID}/recordings", apis.StreamRecordingListApi.as_view(), "recording-list"),
+    route(r"recordings/(?P<recording_id>[^/]+)", apis.RecordingDetailApi.as_view(), "recording"),
+    route(
+        r"recordings/(?P<recording_id>[^/]+)/download",
+        apis.RecordingDownloadApi.as_view(),
+        "recording-download",
+    ),
     route(rf"streams/{_ID}/snapshot", apis.StreamSnapshotApi.as_view(), "stream-snapshot"),
     route(rf"streams/{_ID}/relays", apis.RelayListApi.as_view(), "relay-list"),
     route(rf"streams/{_ID}/relays/{_DEST}", apis.RelayDetailApi.as_view(), "relay-detail"),

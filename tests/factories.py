@@ -5,7 +5,7 @@ from typing import Any
 import factory
 
 from accounts.models import User
-from agents.models import IngestNode, new_node_token, token_hash
+from agents.models import IngestNode, new_node_token
 from streams import selectors
 from streams.models import Destination, Relay, Service, Session, Stream
 from streams.services import new_stream_key
@@ -43,9 +43,9 @@ class DestinationFactory(factory.django.DjangoModelFactory[Destination]):
 def node_create(name: str = "node1", **fields: object) -> tuple[IngestNode, str]:
     token = new_node_token()
     defaults = {"rtmp_url": f"rtmp://127.0.0.1:1935/{name}", "agent_url": ""}
-    node = IngestNode.objects.create(
-        name=name, token_hash=token_hash(token), **{**defaults, **fields}
-    )
+    node = IngestNode(name=name, **{**defaults, **fields})
+    node.set_token(token)
+    node.save()
     return node, token
 
 

@@ -293,6 +293,7 @@ def test_live_streams_for_node(node_and_token, alice: User) -> None:
             "streamKey": mine.stream_key,
             "clientId": "7",  # the session relays are bound to: nginx's id of the publisher
             "destinations": config,
+            "record": False,
         }
     ]
     assert [d["id"] for d in config] == [yt.pk]

@@ -13,7 +13,8 @@ from rest_framework.test import APIClient
 from accounts.models import User
 from agents.models import IngestNode
 from agents.node.protocol import RelayState
-from streams.models import Destination, Relay, Session, Stream
+from agents.services import node_report
+from streams.models import Destination, Pull, Relay, Session, Stream
 from tests.conftest import assert_error, client_for
 from tests.factories import (
     PASSWORD,
@@ -225,6 +226,64 @@ def test_destination_buttons_use_the_api_services(alice_page: Client, alice_stre
     assert "Stream is not live" in text(restart)  # the API's 1013, in words
     alice_page.post(f"{base}/destinations/{destination.pk}/delete")
     assert not Destination.objects.filter(pk=destination.pk).exists()
+
+
+def test_pull_from_a_camera_and_back_to_obs(alice_page: Client, alice_stream: Stream) -> None:
+    """The Source card: a pull URL with its errors next to the field (never echoed: it may
+    hold a password), the pull's status, reconnect, and back to OBS."""
+    node_report(node=node_create("cams")[0], streams=[])  # a node that takes the pull
+    base = f"/app/streams/{alice_stream.id}"
+    response = alice_page.post(f"{base}/source", {"pullUrl": "ftp://viewer:pw1@cam.example/x"})
+    assert response.status_code == 400
+    assert field_error(response, "pullUrl").startswith("Must be an rtsp://")
+    assert "pw1" not in response.content.decode()
+    assert alice_page.post(f"{base}/source", {"pullUrl": ""}).status_code == 400
+    assert not Pull.objects.exists()
+
+    camera = "rtsp://viewer:pw1@cam.example/stream1"
+    response = alice_page.post(f"{base}/source", {"pullUrl": camera}, follow=True)
+    shown = text(response)
+    assert "Pulled from rtsp://viewer:***@cam.example/stream1" in shown
+    assert "pulled by node cams" in shown and "OBS is not needed" in shown
+    assert "pw1" not in response.content.decode()
+    assert Pull.objects.get(stream=alice_stream).url == camera
+    live = alice_page.get(f"{base}/live").content.decode()
+    assert 'id="source-status" hx-swap-oob="true"' in live
+    reconnect = alice_page.post(f"{base}/source/restart", follow=True)
+    assert "Reconnecting to the source." in text(reconnect)
+    assert Pull.objects.get(stream=alice_stream).restart_seq == 1
+    back = alice_page.post(f"{base}/push", follow=True)
+    assert "Back to push" in text(back) and "Pull from this URL" in text(back)
+    assert not Pull.objects.exists()
+
+
+def test_record_sessions_and_manage_recordings(
+    alice_page: Client, alice_stream: Stream, bob: User
+) -> None:
+    base = f"/app/streams/{alice_stream.id}"
+    response = alice_page.post(f"{base}/record", {"record": "true"}, follow=True)
+    assert "Recording every live session." in text(response)
+    assert "Stop recording" in text(response)
+    node, _ = node_create("rec")
+    session_start(alice_stream, node)
+    row = {
+        "id": "5f0f8a7e-1111-4c3b-9a2d-0e6f4b1c2d3e",
+        "streamKey": alice_stream.stream_key,
+        "startedAt": timezone.now().timestamp(),
+        "durationS": 61.0,
+        "bytes": 5_000_000,
+        "state": "done",
+    }
+    node_report(node=node, streams=[], recordings=[row])
+    page = text(alice_page.get(base))
+    assert "61 s" in page and "4.8 MB" in page and "Download" in page
+    # Another user's recording: the 404 page, for the file as for the button.
+    assert signed_in(bob).get(f"/app/recordings/{row['id']}/download").status_code == 404
+    assert signed_in(bob).post(f"/app/recordings/{row['id']}/delete").status_code == 404
+    deleted = alice_page.post(f"/app/recordings/{row['id']}/delete", follow=True)
+    assert "Recording deleted." in text(deleted) and "No recordings yet." in text(deleted)
+    alice_page.post(f"{base}/record", {"record": "false"})
+    assert Stream.objects.get(pk=alice_stream.pk).record is False
 
 
 def test_stream_buttons(alice_page: Client, alice_stream: Stream) -> None:

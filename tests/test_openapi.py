@@ -114,6 +114,9 @@ def test_every_success_is_the_envelope(schema: dict[str, Any]) -> None:
         if path == "/streams/{stream_id}/snapshot":  # a picture
             assert set(operation["responses"]["200"]["content"]) == {"image/jpeg"}
             continue
+        if path == "/recordings/{recording_id}/download":  # a video
+            assert set(operation["responses"]["200"]["content"]) == {"video/mp4"}
+            continue
         body = operation["responses"]["200"]["content"]["application/json"]["schema"]
         envelope = components[_ref_name(body)]
         assert set(envelope["properties"]) == {"message", "payload"}, (method, path)
@@ -168,7 +171,7 @@ def test_default_errors_follow_what_the_view_does(schema: dict[str, Any]) -> Non
     signup = _operation(schema, "post", "/accounts")
     assert set(signup["responses"]) == {"200", "400", "409", "413", "415", "429"}
     detail = _operation(schema, "patch", "/streams/{stream_id}")
-    assert set(detail["responses"]) == {"200", "400", "401", "404", "413", "415"}
+    assert set(detail["responses"]) == {"200", "400", "401", "404", "409", "413", "415"}
     listing = _operation(schema, "get", "/streams")
     assert set(listing["responses"]) == {"200", "401"}
     # staff only: a user's valid token that is not a staff user's is 403
@@ -235,7 +238,7 @@ def test_request_bodies_come_from_the_views_serializers(schema: dict[str, Any]) 
     assert _ref_name(signup) == "AccountCreateInput"
     assert components["AccountCreateInput"]["additionalProperties"] is False
     patch = body("patch", "/streams/{stream_id}")["content"]["application/json"]["schema"]
-    assert set(components[_ref_name(patch)]["properties"]) == {"isActive", "pullUrl"}
+    assert set(components[_ref_name(patch)]["properties"]) == {"isActive", "pullUrl", "record"}
     hook = body("post", "/agents/hooks/{token}/{event}")["content"]
     assert "application/x-www-form-urlencoded" in hook
     for path, method in [("/streams", "post"), ("/streams/{stream_id}/changeKey", "post")]:
@@ -493,6 +496,39 @@ def test_documented_payloads_match_real_answers(
     assert source["state"] == "live" and source["log"] and "s3cret" not in str(source)
     r = carol.post(f"/streams/{pulled['id']}/source/restart")
     documented(r, "post", source_path + "/restart", "Source restart requested")
+
+    # Recordings: the live stream records; its node reports the file.
+    r = carol.patch(f"/streams/{sid}", {"record": True}, format="json")
+    assert documented(r, "patch", "/streams/{stream_id}", "Stream updated")["record"] is True
+    assert nodes.get("/agents/streams").json()["payload"][0]["record"] is True
+    rec_id = "0b9e3c52-6f0e-4b7a-9d51-3f3c2a1b0c9d"
+    recording = {
+        "id": rec_id,
+        "streamKey": stream["streamKey"],
+        "startedAt": 1_700_000_000.0,
+        "durationS": 12.5,
+        "bytes": 2_000_000,
+        "state": "recording",
+    }
+    r = nodes.post("/agents/status", {"streams": [], "recordings": [recording]}, format="json")
+    documented(r, "post", "/agents/status", "Status recorded")
+    r = carol.get(f"/streams/{sid}/recordings")
+    listed = documented(r, "get", "/streams/{stream_id}/recordings", "Stream recordings")
+    assert [(rec["id"], rec["state"], rec["bytes"]) for rec in listed] == [
+        (rec_id, "recording", 2_000_000)
+    ]
+    one_recording = "/recordings/{recording_id}"
+    documented(carol.get(f"/recordings/{rec_id}"), "get", one_recording, "Recording")
+    r = carol.delete(f"/recordings/{rec_id}")
+    documented.error(r, "delete", one_recording, 409, 1013)  # still being written
+    r = carol.get(f"/recordings/{rec_id}/download")
+    documented.error(r, "get", one_recording + "/download", 503, 1012)  # no agent to ask
+    # Its bytes (video/mp4, with Range): tests/media/test_recordings.py.
+    documented.checked.add(("get", one_recording + "/download"))
+    done = {**recording, "state": "done", "endedAt": 1_700_000_012.5}
+    nodes.post("/agents/status", {"streams": [], "recordings": [done]}, format="json")
+    r = carol.delete(f"/recordings/{rec_id}")
+    assert documented(r, "delete", one_recording, "Recording deleted") == {"id": rec_id}
 
     # Operators: staff users see every node, the one reporting and one that never did.
     node, _ = node_and_token

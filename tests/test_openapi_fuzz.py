@@ -1,5 +1,6 @@
 """Schemathesis against /schema through the WSGI app: generated requests to the user endpoints
-(accounts, streams with their destinations and relays, webhooks) never make a server error, and
+(accounts, streams with their destinations and relays, webhooks), to the agents' endpoints with
+a node's token, and to the public ones never make a server error, and
 what comes back matches the schema. Bounded to a few examples per operation so it stays well
 under a minute. It runs twice: with the test settings, and in a process of its own with
 production settings (DEBUG off), behind a TLS proxy as production runs."""
@@ -21,7 +22,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from accounts.tokens import tokens_for
 from rig.wsgi import application
-from tests.factories import DestinationFactory, StreamFactory, UserFactory
+from streams.models import Pull, Stream
+from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
 from webhooks.models import WebhookEndpoint
 
 
@@ -39,7 +41,7 @@ def wsgi_keeps_the_test_connection() -> Iterator[None]:
 @pytest.fixture
 def api_schema(db: None, wsgi_keeps_the_test_connection: None) -> Any:
     return schemathesis.openapi.from_wsgi("/schema.json", application, headers=_https()).include(
-        path_regex=r"^/(accounts|streams|webhooks)"
+        path_regex=r"^/(accounts|streams|webhooks|recordings)"
     )
 
 
@@ -62,9 +64,36 @@ def auth(db: None, settings: Any) -> dict[str, str]:
 def test_user_endpoints_never_fail_with_a_server_error(
     api_schema: Any, auth: dict[str, str]
 ) -> None:
-    # schemathesis' pytest plugin does not run under pytest 9; drive hypothesis directly.
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 25
+    _fuzz(operations, auth)
+
+
+@pytest.fixture
+def node_auth(db: None, auth: dict[str, str]) -> dict[str, str]:
+    """A node's token (its hooks are fuzzed with generated tokens in the path), beside the
+    user's stream with a destination and a pulled source."""
+    _, token = node_create("fuzz-node")
+    Pull.objects.create(stream=Stream.objects.get(), url="rtsp://cam.example.com/1")
+    return {"Authorization": f"Bearer {token}", **_https()}
+
+
+def test_node_and_public_endpoints_never_fail_with_a_server_error(
+    db: None, wsgi_keeps_the_test_connection: None, node_auth: dict[str, str]
+) -> None:
+    """The agents' API (config, desired state, pulls, status reports, nginx's hooks) with a
+    node's token, and the public routes."""
+    schema = schemathesis.openapi.from_wsgi("/schema.json", application, headers=_https())
+    included = schema.include(
+        path_regex=r"^/(agents/(config|streams|pulls|status|hooks)|services|healthz|readyz)"
+    )
+    operations = [result.ok() for result in included.get_all_operations()]  # type: ignore[union-attr]
+    assert len(operations) >= 8
+    _fuzz(operations, node_auth)
+
+
+def _fuzz(operations: list[Any], headers: dict[str, str]) -> None:
+    # schemathesis' pytest plugin does not run under pytest 9; drive hypothesis directly.
     statuses: set[int] = set()
 
     for operation in operations:
@@ -79,7 +108,7 @@ def test_user_endpoints_never_fail_with_a_server_error(
         )
         def run(case: Any) -> None:
             response = case.call_and_validate(
-                headers=auth, checks=[not_a_server_error, response_schema_conformance]
+                headers=headers, checks=[not_a_server_error, response_schema_conformance]
             )
             statuses.add(response.status_code)
 
@@ -104,10 +133,13 @@ def test_with_production_settings_too() -> None:
         "DATABASE_URL": database.rsplit("/", 1)[0] + "/rig_prodfuzz",
         "RIG_CACHE_REDIS": "0",
     }
-    node = "tests/test_openapi_fuzz.py::test_user_endpoints_never_fail_with_a_server_error"
+    tests = [
+        "tests/test_openapi_fuzz.py::test_user_endpoints_never_fail_with_a_server_error",
+        "tests/test_openapi_fuzz.py::test_node_and_public_endpoints_never_fail_with_a_server_error",
+    ]
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "--create-db", node],
+        [sys.executable, "-m", "pytest", "-q", "--create-db", *tests],
         cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert "1 passed" in run.stdout
+    assert "2 passed" in run.stdout

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from agents.models import IngestNode
+from agents.node.protocol import agent_secret
 from agents.tasks import node_nudge
 from streams.models import Stream
 from tests.conftest import assert_ok
@@ -46,12 +48,28 @@ def agent_listener() -> Iterator[tuple[str, list]]:
     server.server_close()
 
 
-def test_nudge_posts_to_agent_with_token_hash(node: IngestNode, agent_listener) -> None:
+def test_nudge_posts_to_agent_with_its_secret(node_and_token, agent_listener) -> None:
+    node, token = node_and_token
     url, calls = agent_listener
     IngestNode.objects.filter(pk=node.pk).update(agent_url=url)
     assert node_nudge.apply(args=(node.pk,)).get() is True
     assert node_nudge.apply(args=(node.pk,)).get() is True  # twice is fine
-    assert calls == [("/reconcile", f"Bearer {node.token_hash}")] * 2
+    assert calls == [("/reconcile", f"Bearer {agent_secret(token)}")] * 2
+    # At rest the secret is encrypted: the database holds neither it nor the token.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT agent_secret FROM agents_ingestnode WHERE id = %s", [node.pk])
+        assert agent_secret(token) not in cursor.fetchone()[0]
+
+
+def test_a_node_from_before_agent_secrets_is_not_nudged_with_its_hash(
+    node: IngestNode, agent_listener
+) -> None:
+    """Its token must be set again (node_create does, from the token file); meanwhile the
+    agent's poll is the backstop, and nothing the database holds in the clear is sent."""
+    url, calls = agent_listener
+    IngestNode.objects.filter(pk=node.pk).update(agent_url=url, agent_secret="")
+    assert not node_nudge.apply(args=(node.pk,)).successful()
+    assert calls == []
 
 
 def test_nudge_for_unknown_node_is_a_no_op(db: None) -> None:
@@ -127,12 +145,12 @@ def test_nudge_travels_through_real_broker_and_worker(
 ) -> None:
     """Published to the real broker (Redis), run by a real `celery worker` process."""
     url, calls = agent_listener
-    node, _ = node_create("broker-node", agent_url=url)
+    node, token = node_create("broker-node", agent_url=url)
     node_nudge.delay(node.pk)
     deadline = time.monotonic() + 15
     while not calls and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert calls == [("/reconcile", f"Bearer {node.token_hash}")]
+    assert calls == [("/reconcile", f"Bearer {agent_secret(token)}")]
 
 
 def test_broker_down_never_fails_a_publish(

@@ -5,7 +5,6 @@ safety net; reports relay state back; drops publishers whose key is no longer li
 """
 
 import contextlib
-import hashlib
 import hmac
 import json
 import logging
@@ -19,7 +18,8 @@ from typing import Any
 
 from agents.node import ingest
 from agents.node.client import ControlPlane, ControlPlaneError
-from agents.node.protocol import LAST_ERROR_CHARS, attach_new_log
+from agents.node.protocol import LAST_ERROR_CHARS, agent_secret, attach_new_log
+from agents.node.recorder import Recorders, recording_path
 from agents.node.relay import RelaySnapshot, RelaySpec
 from agents.node.snapshots import Snapshots
 from agents.node.supervisor import Supervisor
@@ -49,6 +49,7 @@ class AgentConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 30.0
     private_ok: bool = False  # relays may reach loopback and private networks (dev, tests)
+    recordings_dir: Path = Path(".run/recordings")
 
     @classmethod
     def from_env(cls) -> "AgentConfig":
@@ -67,6 +68,7 @@ class AgentConfig:
             backoff_initial=float(node_env("RIG_RELAY_BACKOFF_INITIAL_S", "1")),
             backoff_max=float(node_env("RIG_RELAY_BACKOFF_MAX_S", "30")),
             private_ok=node_env("RIG_ALLOW_PRIVATE_DESTINATIONS", "0").lower() in ("1", "true"),
+            recordings_dir=Path(node_env("RIG_RECORDINGS_DIR", ".run/recordings")),
         )
 
 
@@ -131,6 +133,29 @@ def desired_pulls(pulls: list[dict[str, Any]], *, rtmp_port: int) -> list[RelayS
     ]
 
 
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The (first, last) bytes a Range header asks of a file of ``size`` bytes: the whole file
+    without one; None when it cannot be served (one range only: `bytes=a-b`, `a-`, `-n`)."""
+    if header is None:
+        return (0, size - 1) if size else (0, -1)
+    unit, _, spec = header.partition("=")
+    first_text, dash, last_text = spec.strip().partition("-")
+    if unit.strip() != "bytes" or not dash or "," in spec:
+        return None
+    try:
+        if first_text == "":  # the last n bytes
+            n = int(last_text)
+            first, last = max(size - n, 0), size - 1
+        else:
+            first = int(first_text)
+            last = min(int(last_text), size - 1) if last_text else size - 1
+    except ValueError:
+        return None
+    if first < 0 or first > last or first >= size:
+        return None
+    return first, last
+
+
 def publishers_to_drop(streams: list[dict[str, Any]], publishers: dict[str, str]) -> list[str]:
     """Keys whose publisher on this node is not a live session's: revoked, ended, or replaced
     by a newer session (which can only connect once this one is gone)."""
@@ -154,6 +179,9 @@ class Agent:
             private_ok=config.private_ok,
         )
         self.snapshots = Snapshots(ffmpeg=config.ffmpeg, rtmp_port=config.rtmp_port)
+        self.recorders = Recorders(
+            directory=config.recordings_dir, ffmpeg=config.ffmpeg, rtmp_port=config.rtmp_port
+        )
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
         self._pull_keys: dict[str, str] = {}  # the same, for the streams this node pulls
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
@@ -191,6 +219,14 @@ class Agent:
         self._pull_keys = {pull["streamID"]: pull["streamKey"] for pull in pulls}
         self.supervisor.reconcile([*specs, *desired_pulls(pulls, rtmp_port=self.config.rtmp_port)])
         self.snapshots.keep_only(set(self._keys.values()))
+        # Record what is live here and asked to be: a new session is a new recording.
+        self.recorders.reconcile(
+            {
+                (stream["streamKey"], str(stream.get("clientId", "")))
+                for stream in streams
+                if stream.get("record") and stream["streamID"] in self._keys
+            }
+        )
         for name in publishers_to_drop(streams, publishers):
             logger.info("dropping a publisher whose session is no longer live here")
             try:
@@ -272,6 +308,7 @@ class Agent:
                 for stream_id, relays in by_stream.items()
             ],
             "pulls": pulls,
+            "recordings": self.recorders.reports(),
             "load": self.load(),
         }
         if publishers is not None:
@@ -286,6 +323,7 @@ class Agent:
         body, cursor = self.status_report(publishers)
         self.control.report(body)
         self._log_sent = cursor
+        self.recorders.taken(body["recordings"])
 
     def load(self) -> dict[str, Any]:
         """The heartbeat's load figures: relays this node runs, and the 1-minute load average."""
@@ -313,8 +351,7 @@ class Agent:
     # --- nudge listener ---------------------------------------------------------------------
 
     def _nudge_secret(self) -> str:
-        # Workers hold the token's sha256 (the control plane never stores the token itself).
-        return hashlib.sha256(self.config.token.encode()).hexdigest()
+        return agent_secret(self.config.token)
 
     def _make_handler(self) -> type[BaseHTTPRequestHandler]:
         agent = self
@@ -341,9 +378,22 @@ class Agent:
                 given = self.headers.get("Authorization", "").removeprefix("Bearer ")
                 return hmac.compare_digest(given.encode(), agent._nudge_secret().encode())
 
+            def do_DELETE(self) -> None:
+                """The control plane deletes a recording's file (retention, or its user)."""
+                if not self._authorized():
+                    return self._answer(401, {"message": "Invalid credentials", "errorCode": 1003})
+                recording_id = self.path.removeprefix("/recordings/")
+                if recording_path(agent.recorders.directory, recording_id) is None:
+                    return self._answer(404, {"message": "Not found", "errorCode": 1000})
+                if not agent.recorders.delete(recording_id):
+                    return self._answer(409, {"message": "Still recording", "errorCode": 1013})
+                return self._answer(200, {"message": "Recording deleted", "payload": None})
+
             def do_GET(self) -> None:
                 if self.path.startswith("/snapshot/"):
                     return self._snapshot(self.path.removeprefix("/snapshot/"))
+                if self.path.startswith("/recordings/"):
+                    return self._recording(self.path.removeprefix("/recordings/"))
                 if self.path.rstrip("/") != "/healthz":
                     return self._answer(404, {"message": "Not found", "errorCode": 1000})
                 relays = len(agent.supervisor.states())
@@ -363,6 +413,38 @@ class Agent:
                 self.send_header("Content-Length", str(len(jpeg)))
                 self.end_headers()
                 self.wfile.write(jpeg)
+                return None
+
+            def _recording(self, recording_id: str) -> None:
+                """A recording's file for the control plane, whole or one byte range."""
+                if not self._authorized():
+                    return self._answer(401, {"message": "Invalid credentials", "errorCode": 1003})
+                path = recording_path(agent.recorders.directory, recording_id)
+                if path is None or not path.is_file():
+                    return self._answer(404, {"message": "Not found", "errorCode": 1000})
+                with path.open("rb") as file:
+                    size = os.fstat(file.fileno()).st_size
+                    wanted = byte_range(self.headers.get("Range"), size)
+                    if wanted is None:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return None
+                    first, last = wanted
+                    partial = self.headers.get("Range") is not None
+                    self.send_response(206 if partial else 200)
+                    self.send_header("Content-Type", "video/mp4")
+                    self.send_header("Accept-Ranges", "bytes")
+                    self.send_header("Content-Length", str(last - first + 1))
+                    if partial:
+                        self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+                    self.end_headers()
+                    file.seek(first)
+                    left = last - first + 1
+                    while left > 0 and (chunk := file.read(min(left, 256 * 1024))):
+                        self.wfile.write(chunk)
+                        left -= len(chunk)
                 return None
 
             def log_message(self, format: str, *args: Any) -> None:
@@ -400,5 +482,6 @@ class Agent:
             self._server.shutdown()
             self._server.server_close()
         self.supervisor.shutdown()
+        self.recorders.shutdown()
         with contextlib.suppress(ControlPlaneError):
             self._report(None)

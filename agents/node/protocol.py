@@ -6,6 +6,8 @@ each limit of the status report is defined here once.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import Sequence
 from enum import StrEnum
@@ -20,8 +22,16 @@ __all__ = [
     "REPORT_MAX_BYTES",
     "DisplayState",
     "RelayState",
+    "agent_secret",
     "attach_new_log",
 ]
+
+
+def agent_secret(node_token: str) -> str:
+    """What the control plane presents to a node's agent (nudges, snapshots): derived from the
+    node's token, which only the node holds. The control plane keeps it encrypted beside the
+    token's hash: a copy of its database alone can neither pass as the node nor command it."""
+    return hmac.new(node_token.encode(), b"rig agent requests v1", hashlib.sha256).hexdigest()
 
 
 class RelayState(StrEnum):

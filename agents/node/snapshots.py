@@ -64,6 +64,9 @@ class Snapshots:
         command = [
             self._ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
             "-rw_timeout", str(int(self._timeout * 1_000_000)),
+            # Video only is wanted, and the ingest sends no audio before video (wait_video):
+            # a 2-s probe, not 5 s waiting for audio a camera never sends.
+            "-analyzeduration", "2000000",
             "-skip_frame", "nokey", "-i", source,
             "-map", "0:v:0", "-frames:v", "1", "-vf", "scale='min(1280,iw)':-2",
             "-c:v", "mjpeg", "-q:v", "4", "-f", "image2pipe", "pipe:1",

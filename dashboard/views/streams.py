@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -16,10 +16,16 @@ from agents import services as node_services
 from agents.node.protocol import DisplayState, RelayState
 from dashboard.views.base import attempt, done, field_errors, form_values, page, user_of
 from rig.api import ApiError, validate
-from streams import selectors, services
-from streams.apis import DestinationAddApi, picture_response
+from streams import recordings, selectors, services
+from streams.apis import (
+    DestinationAddApi,
+    StreamDetailApi,
+    picture_response,
+    recording_response,
+)
 from streams.destinations import ingest_base
 from streams.models import Service, Stream
+from streams.pulls import source_payload, stream_pull
 
 # What a person sees of a relay: "pending" is a relay about to start; a finished one is offline.
 SHOWN_STATE: dict[str, str] = {
@@ -92,10 +98,23 @@ def _relays(stream: Stream) -> list[dict[str, Any]]:
     return rows
 
 
+def _source(stream: Stream) -> dict[str, Any] | None:
+    """A pull-mode stream's source as its card shows it (None: the stream takes a push)."""
+    if stream_pull(stream) is None:
+        return None
+    source = source_payload(stream)
+    return {
+        **source,
+        "shown": SHOWN_STATE.get(source["state"], "offline"),
+        "since": _since(source["since"]),
+    }
+
+
 def _live_context(stream: Stream) -> dict[str, Any]:
     session = stream.session
     return {
         "stream": stream,
+        "source": _source(stream),
         "stream_state": "live" if stream.is_streaming else "offline",
         "reason": session.end_reason or None if session else None,
         "relays": _relays(stream),
@@ -124,6 +143,10 @@ def _stream_page(
     detail = selectors.stream_get_detailed(user=user_of(request), stream_id=stream_id)
     context = {
         **_live_context(detail),
+        "recordings": [
+            {**row, "started": _since(row["startedAt"])}
+            for row in recordings.recording_list(stream=detail)
+        ],
         "server": _obs_server(detail),
         "services": Service.values,
         "form": form or {"service": Service.CUSTOM},
@@ -185,6 +208,62 @@ def stream_active(request: HttpRequest, stream: Stream) -> HttpResponse:
     return done(
         request, error, "Stream activated." if active else "Stream deactivated.", _back(stream)
     )
+
+
+@_stream_action
+def stream_source(request: HttpRequest, stream: Stream) -> HttpResponse:
+    """Pull the stream from a URL (the API's validation and errors, next to the field)."""
+    form = form_values(request, "pullUrl")
+
+    def pull() -> None:
+        data = validate(StreamDetailApi.UpdateSerializer, {"pullUrl": form.get("pullUrl", "")})
+        services.stream_update(stream=stream, pull_url=data["pull_url"])
+
+    error = attempt(pull)
+    if error is not None:
+        # The URL may hold a camera's password: it is never sent back into a page.
+        return _stream_page(request, str(stream.id), error=error)
+    messages.success(request, "Pulling the stream from its source: OBS is not needed.")
+    return redirect(_back(stream))
+
+
+@_stream_action
+def stream_push(request: HttpRequest, stream: Stream) -> HttpResponse:
+    error = attempt(lambda: services.stream_update(stream=stream, pull_url=None))
+    return done(request, error, "Back to push: point OBS at the settings above.", _back(stream))
+
+
+@_stream_action
+def source_restart(request: HttpRequest, stream: Stream) -> HttpResponse:
+    error = attempt(lambda: services.source_restart(stream=stream))
+    return done(request, error, "Reconnecting to the source.", _back(stream))
+
+
+@_stream_action
+def stream_record(request: HttpRequest, stream: Stream) -> HttpResponse:
+    record = request.POST.get("record") == "true"
+    error = attempt(lambda: services.stream_update(stream=stream, record=record))
+    message = "Recording every live session." if record else "Recording stopped."
+    return done(request, error, message, _back(stream))
+
+
+@require_GET
+@page
+def recording_download(request: HttpRequest, recording_id: str) -> HttpResponse:
+    row = recordings.recording_get(user=user_of(request), recording_id=recording_id)
+    # Streamed, not an HttpResponse; the page decorator only adds headers to it.
+    return cast(HttpResponse, recording_response(row, request.headers.get("Range")))
+
+
+@require_http_methods(["GET", "POST"])
+@page
+def recording_delete(request: HttpRequest, recording_id: str) -> HttpResponse:
+    row = recordings.recording_get(user=user_of(request), recording_id=recording_id)
+    back = f"/app/streams/{row.stream_id}"
+    if request.method == "GET":
+        return redirect(back)
+    error = attempt(lambda: node_services.recording_delete(recording=row))
+    return done(request, error, "Recording deleted.", back)
 
 
 @_stream_action

@@ -107,9 +107,15 @@ def rig_nodes(
     control_url = live_server.url.replace("localhost", "127.0.0.1")
     started: list[RigNode] = []
 
-    def start(name: str = "e2e", agent_control_url: str | None = None, **fields: Any) -> RigNode:
+    def start(
+        name: str = "e2e",
+        agent_control_url: str | None = None,
+        env: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> RigNode:
         """``agent_control_url``: where the agent reaches the control plane, if not directly
-        (a proxy that a test cuts); nginx's hooks always go straight to it."""
+        (a proxy that a test cuts); nginx's hooks always go straight to it. ``env``: more of
+        the agent's settings."""
         root = tmp_path / name
         root.mkdir()
         agent_port = free_port()
@@ -140,6 +146,8 @@ def rig_nodes(
             "RIG_RELAY_BACKOFF_INITIAL_S": "0.5",
             "RIG_RELAY_BACKOFF_MAX_S": "2",
             "RIG_ALLOW_PRIVATE_DESTINATIONS": "1",  # the platforms are on loopback
+            "RIG_RECORDINGS_DIR": str(root / "recordings"),
+            **(env or {}),
         }
         ingest = NginxIngest(cfg)
         ingest.start()

@@ -65,6 +65,7 @@ def test_lost_node_streams_move_to_the_other_node(
     a, b = two_nodes
     first = create_stream(streamer, YouTube="yt-first")
     second = create_stream(streamer, Twitch="tw-second")
+    streamer.patch(f"/streams/{first['id']}", {"record": True}, format="json")
     a.publish(first["streamKey"])
     b.publish(second["streamKey"])
     detail = wait_until(lambda: _served_by(streamer, first["id"], "node-a"), 30)
@@ -113,6 +114,19 @@ def test_lost_node_streams_move_to_the_other_node(
     detail = wait_until(lambda: _served_by(streamer, first["id"], "node-b"), 20)
     assert detail["provisionStatus"]["region"] == "us-east"
     assert _relays_on(b, "yt-first") and not _relays_on(a, "yt-first")
+    # Recorded on both nodes: two recordings, both listed, the first cut short by the loss.
+    recordings = wait_until(
+        lambda: (
+            len(r := streamer.get(f"/streams/{first['id']}/recordings").json()["payload"]) == 2
+            and r
+        ),
+        15,
+    )
+    assert [(r["node"], r["state"]) for r in recordings] == [
+        ("node-b", "recording"),
+        ("node-a", "failed"),
+    ]
+    assert recordings[1]["reason"] == "node lost" and recordings[1]["bytes"] > 0
 
     # Node A comes back: healthy again, and it runs nothing it should not.
     a.start_agent()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents.node.agent import Agent, AgentConfig, desired_relays, publishers_to_drop
+from agents.node.protocol import agent_secret
 
 
 class FakeControlPlane:
@@ -74,15 +75,16 @@ def _wait(predicate: Any, timeout: float = 5) -> None:
         time.sleep(0.02)
 
 
-def test_nudge_needs_the_token_hash_and_triggers_a_reconcile(agent) -> None:
+def test_nudge_needs_the_agent_secret_and_triggers_a_reconcile(agent) -> None:
     running, control = agent
     _wait(lambda: control.asked >= 1)  # the first pass (which failed) is done
     assert _nudge(running, "wrong") == 401
     assert _nudge(running, "rign_test-token") == 401  # the token itself is not the secret
+    # Nor is what the control plane's database holds in the clear (the token's hash).
+    assert _nudge(running, hashlib.sha256(b"rign_test-token").hexdigest()) == 401
     time.sleep(0.2)
     assert control.asked == 1
-    secret = hashlib.sha256(b"rign_test-token").hexdigest()
-    assert _nudge(running, secret) == 202
+    assert _nudge(running, agent_secret("rign_test-token")) == 202
     _wait(lambda: control.asked >= 2)  # the loop survived the unexpected error and ran again
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import IngestNode, new_node_token, token_hash
+from agents.node.protocol import agent_secret
 
 
 class Command(BaseCommand):
@@ -38,6 +39,9 @@ class Command(BaseCommand):
             and token_file.exists()
             and token_hash(token_file.read_text().strip()) == node.token_hash
         ):
+            if not node.agent_secret:  # a node from before agent secrets: derive it now
+                node.set_token(token_file.read_text().strip())
+                node.save(update_fields=["agent_secret"])
             self.stdout.write(f"node {name} is set up; token in {token_file}")
             return
         if node and not (options["rotate"] or token_file):
@@ -50,6 +54,7 @@ class Command(BaseCommand):
             "hostname": options["hostname"] or os.uname().nodename,
             "capacity": options["capacity"],
             "token_hash": token_hash(token),
+            "agent_secret": agent_secret(token),
         }
         IngestNode.objects.update_or_create(name=name, defaults=fields)
         if token_file:
