@@ -37,7 +37,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
 	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1 (and chromium)"
-	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push), pulled-source costs"
+	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push); pull and transcode costs"
 	@echo "make bench-api  /agents/config requests per second under gunicorn (wrk, Postgres)"
 
 system-deps:
@@ -94,7 +94,7 @@ test: system-deps browser-deps camera-deps lint
 
 bench: system-deps camera-deps venv
 	$(BIN)/python -m bench.fanout
-	$(BIN)/python -m bench.sources
+	$(BIN)/python -m bench.costs
 
 bench-api: venv
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \

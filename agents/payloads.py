@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from rig.api import ErrorCode
 from streams.models import Service
+from streams.payloads import TranscodePayload
 
 
 class AgentDestinationPayload(serializers.Serializer):
@@ -13,6 +14,7 @@ class AgentDestinationPayload(serializers.Serializer):
     rtmpUrl = serializers.CharField()
     isActive = serializers.BooleanField()
     isMuted = serializers.BooleanField()
+    transcode = TranscodePayload(allow_null=True, help_text="Null: copy the stream as sent.")
     restartSeq = serializers.IntegerField(help_text="Changes when the user asks for a restart.")
 
 

@@ -20,6 +20,7 @@ from rig.api import (
     StrictBooleanField,
     StrictCharField,
     StrictInput,
+    StrictIntegerField,
     ok,
     parse,
 )
@@ -268,11 +269,33 @@ class _ServerUrl(StrictCharField):
         super().__init__(max_length=512, trim_whitespace=False, **kwargs)
 
 
+class TranscodeInput(StrictInput):
+    height = StrictIntegerField(min_value=144, max_value=2160)
+    fps = StrictIntegerField(min_value=1, max_value=60)
+    videoBitrateKbps = StrictIntegerField(min_value=100, max_value=20000)
+    audioBitrateKbps = StrictIntegerField(min_value=32, max_value=320)
+
+    def validate_height(self, value: int) -> int:
+        if value % 2:
+            raise serializers.ValidationError("Must be even (H.264 needs even sizes).")
+        return value
+
+
+def _transcode(**kwargs: Any) -> TranscodeInput:
+    return TranscodeInput(
+        required=False,
+        allow_null=True,
+        help_text="Transcode for this destination only (H.264 + AAC); null: copy as sent.",
+        **kwargs,
+    )
+
+
 class DestinationAddApi(APIView):
     class InputSerializer(StrictInput):
         service = serializers.ChoiceField(choices=Service.choices)
         streamKey = _DestinationKey()
         serverUrl = _ServerUrl(required=False)
+        transcode = _transcode()
 
     @payload(DestinationPayload, errors={409: [ErrorCode.LIMIT_REACHED]})
     def post(self, request: Request, stream_id: str) -> Response:
@@ -283,6 +306,7 @@ class DestinationAddApi(APIView):
             service=data["service"],
             stream_key=data["streamKey"],
             server_url=data.get("serverUrl", ""),
+            transcode=data.get("transcode"),
         )
         return ok("Stream destination added", destination_payload(destination))
 
@@ -300,6 +324,7 @@ class DestinationDetailApi(APIView):
         streamKey = _DestinationKey(required=False, source="stream_key")
         serverUrl = _ServerUrl(required=False, source="server_url")
         isActive = StrictBooleanField(required=False, source="is_active")
+        transcode = _transcode()
 
     def _get(self, request: Request, stream_id: str, destination_id: str) -> Destination:
         return selectors.destination_get(

@@ -60,6 +60,7 @@ def destination_fields(destination: Destination) -> dict[str, Any]:
         "rtmpUrl": rtmp_url(destination.service, destination.stream_key, destination.server_url),
         "isActive": destination.is_active,
         "isMuted": destination.is_muted,
+        "transcode": destination.transcode,
     }
 
 

@@ -95,6 +95,8 @@ class Destination(models.Model):
     server_url = models.CharField(max_length=512, blank=True)  # Custom only
     is_active = models.BooleanField(default=True)
     is_muted = models.BooleanField(default=False)
+    # A transcode profile ({height, fps, videoBitrateKbps, audioBitrateKbps}); None: copy.
+    transcode = models.JSONField(null=True, blank=True)
     # Bumped by a user's restart request; the agent restarts the relay when it changes.
     restart_seq = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

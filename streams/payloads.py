@@ -9,6 +9,16 @@ PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
 PULL_STATES = ["pending", "unknown", *REPORTED_STATES]
 
 
+class TranscodePayload(serializers.Serializer):
+    """A transcode profile: the destination gets H.264 at this height (width keeps the aspect),
+    frame rate and bitrates, and AAC audio; the other destinations keep the stream as sent."""
+
+    height = serializers.IntegerField(min_value=144, max_value=2160, help_text="Even, in pixels.")
+    fps = serializers.IntegerField(min_value=1, max_value=60)
+    videoBitrateKbps = serializers.IntegerField(min_value=100, max_value=20000)
+    audioBitrateKbps = serializers.IntegerField(min_value=32, max_value=320)
+
+
 class DestinationPayload(serializers.Serializer):
     id = serializers.IntegerField()
     service = serializers.ChoiceField(choices=Service.choices)
@@ -17,6 +27,7 @@ class DestinationPayload(serializers.Serializer):
     isActive = serializers.BooleanField()
     serverUrl = serializers.CharField(help_text="The service's ingest base, or the Custom URL.")
     isMuted = serializers.BooleanField()
+    transcode = TranscodePayload(allow_null=True, help_text="Null: the stream is copied as sent.")
 
 
 class ServicePayload(serializers.Serializer):

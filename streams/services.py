@@ -49,6 +49,7 @@ def stream_key_rotate(*, stream: Stream) -> Stream:
 
 
 _UNCHANGED: Any = object()
+TRANSCODE_FIELDS = ("height", "fps", "videoBitrateKbps", "audioBitrateKbps")
 
 
 def stream_update(
@@ -132,7 +133,12 @@ def _validate_server_url(service: str, server_url: str) -> None:
 
 @transaction.atomic
 def destination_add(
-    *, stream: Stream, service: str, stream_key: str, server_url: str = ""
+    *,
+    stream: Stream,
+    service: str,
+    stream_key: str,
+    server_url: str = "",
+    transcode: dict[str, int] | None = None,
 ) -> Destination:
     # Checked before any lock: a Custom URL's check waits on DNS, and a publish on the same
     # stream (or node) must never wait on another tenant's slow resolver.
@@ -146,7 +152,11 @@ def destination_add(
         per="stream",
     )
     destination = Destination.objects.create(
-        stream=stream, service=service, stream_key=stream_key, server_url=server_url
+        stream=stream,
+        service=service,
+        stream_key=stream_key,
+        server_url=server_url,
+        transcode=_profile(transcode),
     )
     nudge_if_live(stream)
     return destination
@@ -160,7 +170,9 @@ def destination_update(
     server_url: str | None = None,
     is_active: bool | None = None,
     is_muted: bool | None = None,
+    transcode: dict[str, int] | None = _UNCHANGED,
 ) -> Destination:
+    """Change what is given; ``transcode=None`` returns the destination to copy."""
     # Only what changes is checked, and before any lock: a URL check may wait on DNS.
     if stream_key is not None:
         _validate_key(stream_key)
@@ -184,9 +196,18 @@ def destination_update(
     )
     for field, value in changes.items():
         setattr(destination, field, value)
+    if transcode is not _UNCHANGED:
+        destination.transcode = _profile(transcode)
     destination.save()
     nudge_if_live(destination.stream)
     return destination
+
+
+def _profile(transcode: dict[str, int] | None) -> dict[str, int] | None:
+    """A validated profile as stored: its four numbers, in one order."""
+    if transcode is None:
+        return None
+    return {name: int(transcode[name]) for name in TRANSCODE_FIELDS}
 
 
 @transaction.atomic

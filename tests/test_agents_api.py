@@ -62,6 +62,7 @@ def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None
             "rtmpUrl": "rtmps://a.rtmps.youtube.com:443/live2/simaim",
             "isActive": True,
             "isMuted": False,
+            "transcode": None,
             "restartSeq": 0,
         },
         {
@@ -71,6 +72,7 @@ def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None
             "rtmpUrl": "rtmp://live.twitch.tv/app/fxx",
             "isActive": False,
             "isMuted": False,
+            "transcode": None,
             "restartSeq": 0,
         },
     ]

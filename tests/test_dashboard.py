@@ -218,6 +218,10 @@ def test_destination_buttons_use_the_api_services(alice_page: Client, alice_stre
     assert (destination.server_url, destination.stream_key) == ("rtmp://live.example/app", "k-1")
     page = alice_page.get(base).content.decode()
     assert "rtmp://live.example/app" in page and "k-1" not in page
+    assert "transcoded to" not in page
+    profile = {"height": 720, "fps": 30, "videoBitrateKbps": 3000, "audioBitrateKbps": 128}
+    Destination.objects.filter(stream=alice_stream).update(transcode=profile)
+    assert "transcoded to 720p30 · 3000 kb/s" in text(alice_page.get(base))
     alice_page.post(f"{base}/destinations/{destination.pk}/mute", {"isMuted": "true"})
     alice_page.post(f"{base}/destinations/{destination.pk}/active", {"isActive": "false"})
     destination.refresh_from_db()

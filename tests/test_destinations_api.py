@@ -304,3 +304,64 @@ def test_destination_of_another_stream_is_unknown(
     other = DestinationFactory.create(stream__owner=alice)
     url = f"/streams/{alice_stream.id}/destinations/{other.pk}"
     assert_error(alice_client.get(url), 404, 1000)
+
+
+PROFILE = {"height": 720, "fps": 30, "videoBitrateKbps": 3000, "audioBitrateKbps": 128}
+
+
+def test_a_destination_may_carry_a_transcode_profile(
+    alice_client: APIClient, alice_stream: Stream
+) -> None:
+    payload = assert_ok(
+        add(alice_client, alice_stream, service="Twitch", streamKey="k", transcode=PROFILE),
+        "Stream destination added",
+    )
+    assert payload["transcode"] == PROFILE
+    copy = assert_ok(
+        add(alice_client, alice_stream, service="YouTube", streamKey="k2"),
+        "Stream destination added",
+    )
+    assert copy["transcode"] is None
+    url = f"/streams/{alice_stream.id}/destinations/{payload['id']}"
+    smaller = {**PROFILE, "height": 480}
+    changed = assert_ok(
+        alice_client.patch(url, {"transcode": smaller}, format="json"), "Stream destination updated"
+    )
+    assert changed["transcode"] == smaller
+    back = assert_ok(
+        alice_client.patch(url, {"transcode": None}, format="json"), "Stream destination updated"
+    )
+    assert back["transcode"] is None
+
+
+@pytest.mark.parametrize(
+    ("profile", "field"),
+    [
+        ({**PROFILE, "height": 721}, "height"),
+        ({**PROFILE, "height": 100}, "height"),
+        ({**PROFILE, "fps": 0}, "fps"),
+        ({**PROFILE, "fps": "30"}, "fps"),
+        ({**PROFILE, "videoBitrateKbps": 10**9}, "videoBitrateKbps"),
+        ({k: v for k, v in PROFILE.items() if k != "audioBitrateKbps"}, "audioBitrateKbps"),
+        ({**PROFILE, "codec": "hevc"}, "codec"),
+    ],
+)
+def test_bad_profiles_name_the_field_and_change_nothing(
+    alice_client: APIClient, alice_stream: Stream, profile: dict, field: str
+) -> None:
+    response = add(alice_client, alice_stream, service="Twitch", streamKey="k", transcode=profile)
+    body = assert_error(response, 400, body_code(profile, field))
+    assert field in body["details"]["transcode"], body
+    assert not Destination.objects.filter(stream=alice_stream).exists()
+
+
+def body_code(profile: dict, field: str) -> int:
+    return 1004 if field not in profile else 1005
+
+
+def test_a_profile_that_is_not_an_object_is_refused(
+    alice_client: APIClient, alice_stream: Stream
+) -> None:
+    for bad in ("720p", [720], 720):
+        response = add(alice_client, alice_stream, service="Twitch", streamKey="k", transcode=bad)
+        assert "transcode" in assert_error(response, 400, 1005)["details"]

@@ -91,6 +91,7 @@ def test_detail_seed_shape(alice_client: APIClient, alice_stream: Stream, settin
             "isActive": True,
             "serverUrl": settings.RIG_SERVICE_INGEST["YouTube"],
             "isMuted": False,
+            "transcode": None,
         }
     ]
     assert payload["provisionStatus"] is None

@@ -108,11 +108,23 @@ def desired_relays(
                 mute=bool(destination.get("isMuted", False)),
                 generation=int(destination.get("restartSeq", 0)),
                 session=session,
+                transcode=_profile(destination.get("transcode")),
             )
             for destination in stream["destinations"]
             if destination.get("isActive")
         )
     return specs, keys
+
+
+def _profile(transcode: dict[str, Any] | None) -> tuple[int, int, int, int] | None:
+    if not transcode:
+        return None
+    return (
+        int(transcode["height"]),
+        int(transcode["fps"]),
+        int(transcode["videoBitrateKbps"]),
+        int(transcode["audioBitrateKbps"]),
+    )
 
 
 def desired_pulls(pulls: list[dict[str, Any]], *, rtmp_port: int) -> list[RelaySpec]:

@@ -55,6 +55,8 @@ class RelaySpec:
     # A pull: the source is the stream's remote pullUrl (a camera, a server) and the target
     # this node's own ingest, so the pulled stream is published like OBS would.
     pull: bool = False
+    # A transcode profile for this destination: (height, fps, video kb/s, audio kb/s).
+    transcode: tuple[int, int, int, int] | None = None
 
     @property
     def remote_url(self) -> str:
@@ -70,7 +72,8 @@ class RelaySpec:
             f"RelaySpec(relay_id={self.relay_id!r}, source_url={source!r}, "
             f"target_url={target!r}, mute={self.mute!r}, generation={self.generation!r}, "
             f"session={self.session!r}, stream_id={self.stream_id!r}, "
-            f"destination_id={self.destination_id!r}, pull={self.pull!r})"
+            f"destination_id={self.destination_id!r}, pull={self.pull!r}, "
+            f"transcode={self.transcode!r})"
         )
 
 
@@ -100,9 +103,7 @@ def build_relay_command(
         "-i",
         spec.source_url,
         *maps,
-        # A pull's audio is made AAC (cameras send G.711 and the like, which platforms refuse;
-        # it costs little); its video, like every relay's, is copied.
-        *(["-c:v", "copy", "-c:a", "aac", "-b:a", "128k"] if spec.pull else ["-c", "copy"]),
+        *_codecs(spec),
         *_container(spec.target_url),
         # Output side too: a destination that accepts TCP but stops reading would otherwise
         # block the write forever.
@@ -120,6 +121,24 @@ def build_relay_command(
         "0.5",
         spec.target_url,
     ]
+
+
+def _codecs(spec: RelaySpec) -> list[str]:
+    """Copy, as a rule. A pull's audio is made AAC (cameras send G.711 and the like, which
+    platforms refuse; it costs little). A transcoded destination gets H.264 at its profile's
+    height, frame rate and bitrate, a keyframe every 2 s, and AAC."""
+    if spec.transcode is not None:
+        height, fps, video_kbps, audio_kbps = spec.transcode
+        return [
+            "-vf", f"scale=-2:{height}", "-r", str(fps),
+            "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+            "-pix_fmt", "yuv420p", "-b:v", f"{video_kbps}k", "-maxrate", f"{video_kbps}k",
+            "-bufsize", f"{2 * video_kbps}k", "-g", str(2 * fps), "-keyint_min", str(2 * fps),
+            "-sc_threshold", "0", "-c:a", "aac", "-b:a", f"{audio_kbps}k",
+        ]  # fmt: skip
+    if spec.pull:
+        return ["-c:v", "copy", "-c:a", "aac", "-b:a", "128k"]
+    return ["-c", "copy"]
 
 
 def _input_timeout(source_url: str, rw_timeout: str) -> list[str]:

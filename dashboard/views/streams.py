@@ -93,6 +93,7 @@ def _relays(stream: Stream) -> list[dict[str, Any]]:
                 "shown": SHOWN_STATE[relay["state"]] if live else "offline",
                 "since": _since(relay["since"]),
                 "server": ingest_base(destination.service, destination.server_url),
+                "transcode": destination.transcode,
             }
         )
     return rows

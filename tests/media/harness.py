@@ -209,6 +209,23 @@ def video_timestamps(url: str, out: Path, seconds: float = 4.5) -> list[float]:
     return [float(line) for line in probe.stdout.split() if line.replace(".", "", 1).isdigit()]
 
 
+def video_size(url: str, out: Path) -> tuple[int, int, float]:
+    """What a viewer at the destination sees: width, height and frame rate of the video."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-rw_timeout",
+         "8000000", "-i", url, "-t", "4", "-map", "0:v", "-c", "copy", "-f", "flv", str(out)],
+        timeout=30, check=False, capture_output=True,
+    )  # fmt: skip
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "stream=width,height,avg_frame_rate", "-of", "csv=p=0", str(out)],
+        timeout=30, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    width, height, rate = probe.stdout.strip().split(",")
+    num, _, den = rate.partition("/")
+    return int(width), int(height), float(num) / float(den or 1)
+
+
 def picture_moves(url: str, out: Path) -> bool:
     """A viewer sees live video: 2 s or more of distinct, advancing video timestamps."""
     stamps = video_timestamps(url, out)

@@ -64,6 +64,16 @@ def test_srt_target_carries_mpegts_and_its_streamid_is_a_secret() -> None:
     )
 
 
+def test_a_transcoded_relay_encodes_to_its_profile() -> None:
+    cmd = build_relay_command(_spec(transcode=(720, 30, 3000, 128)))
+    assert _option(cmd, "-c:v") == ["libx264"] and _option(cmd, "-c:a") == ["aac"]
+    assert _option(cmd, "-vf") == ["scale=-2:720"] and _option(cmd, "-r") == ["30"]
+    assert _option(cmd, "-b:v") == ["3000k"] and _option(cmd, "-b:a") == ["128k"]
+    assert _option(cmd, "-g") == ["60"]  # a keyframe every 2 s, as platforms ask
+    assert "copy" not in cmd
+    assert _option(build_relay_command(_spec()), "-c") == ["copy"]  # the others copy
+
+
 def test_command_rw_timeout_is_configurable() -> None:
     cmd = build_relay_command(_spec(), rw_timeout_s=2.5)
     assert _option(cmd, "-rw_timeout") == ["2500000", "2500000"]
