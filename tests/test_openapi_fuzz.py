@@ -6,6 +6,7 @@ under a minute. It runs twice: with the test settings, and in a process of its o
 production settings (DEBUG off), behind a TLS proxy as production runs."""
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
+from rest_framework.test import APIClient
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
@@ -25,6 +27,18 @@ from rig.wsgi import application
 from streams.models import Pull, Stream
 from tests.factories import DestinationFactory, StreamFactory, UserFactory, node_create
 from webhooks.models import WebhookEndpoint
+
+USER_ROUTES = r"^/(accounts|streams|webhooks|recordings|ingests|agents/nodes)"
+NODE_AND_PUBLIC_ROUTES = (
+    r"^/(agents/(config|streams|pulls|status|hooks)|services|healthz|readyz|metrics)"
+)
+
+
+def test_the_fuzz_covers_every_operation(db: None) -> None:
+    schema = APIClient().get("/schema.json").json()
+    paths = set(schema["paths"])
+    fuzzed = {p for p in paths if re.match(USER_ROUTES, p) or re.match(NODE_AND_PUBLIC_ROUTES, p)}
+    assert fuzzed == paths, paths - fuzzed
 
 
 @pytest.fixture
@@ -41,7 +55,7 @@ def wsgi_keeps_the_test_connection() -> Iterator[None]:
 @pytest.fixture
 def api_schema(db: None, wsgi_keeps_the_test_connection: None) -> Any:
     return schemathesis.openapi.from_wsgi("/schema.json", application, headers=_https()).include(
-        path_regex=r"^/(accounts|streams|webhooks|recordings)"
+        path_regex=USER_ROUTES
     )
 
 
@@ -54,7 +68,8 @@ def _https() -> dict[str, str]:
 @pytest.fixture
 def auth(db: None, settings: Any) -> dict[str, str]:
     settings.RIG_ALLOW_PRIVATE_DESTINATIONS = True  # generated webhook URLs: no DNS lookups
-    user = UserFactory.create(username="fuzzer")
+    # A staff user: the operators' node routes are fuzzed too (for others they are 403).
+    user = UserFactory.create(username="fuzzer", is_staff=True)
     stream = StreamFactory.create(owner=user)
     DestinationFactory.create(stream=stream)
     WebhookEndpoint.objects.create(owner=user, url="https://hooks.example.com/rig")
@@ -82,11 +97,10 @@ def test_node_and_public_endpoints_never_fail_with_a_server_error(
     db: None, wsgi_keeps_the_test_connection: None, node_auth: dict[str, str]
 ) -> None:
     """The agents' API (config, desired state, pulls, status reports, nginx's hooks) with a
-    node's token, and the public routes."""
+    node's token, and the public routes (with /metrics, which a node token does not open).
+    With the user routes above, that is every operation of the schema."""
     schema = schemathesis.openapi.from_wsgi("/schema.json", application, headers=_https())
-    included = schema.include(
-        path_regex=r"^/(agents/(config|streams|pulls|status|hooks)|services|healthz|readyz)"
-    )
+    included = schema.include(path_regex=NODE_AND_PUBLIC_ROUTES)
     operations = [result.ok() for result in included.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 8
     _fuzz(operations, node_auth)
