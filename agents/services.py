@@ -4,7 +4,7 @@ operators and the node watch (drain, lost nodes)."""
 import logging
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -19,16 +19,12 @@ from streams import pulls as stream_pulls
 from streams import recordings as stream_recordings
 from streams import sessions as stream_sessions
 from streams.models import Destination, Recording, Relay, Stream
-from streams.selectors import live_streams
+from streams.selectors import from_epoch, live_streams
 from webhooks.services import destination_event, events_emit
 
 logger = logging.getLogger(__name__)
 
 _RELAY_FIELDS = ["state", "bitrate_kbps", "fps", "bytes_sent", "restarts", "since", "last_error"]
-
-
-def _since(epoch: float | None) -> datetime | None:
-    return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
 
 
 def _relay_events(rows: list[Relay], *, previous: dict[int, str], owner: dict[int, Any]) -> None:
@@ -131,7 +127,7 @@ def node_report(
                 fps=relay.get("fps"),
                 bytes_sent=relay.get("bytesSent", 0),
                 restarts=relay.get("restarts", 0),
-                since=_since(relay.get("since")),
+                since=from_epoch(relay.get("since")),
                 last_error=redact(relay.get("lastError") or "", secrets),
                 log=log[-LOG_LINES_KEPT:],
             )

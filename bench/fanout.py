@@ -51,14 +51,23 @@ def measure(pids: list[int], seconds: float) -> tuple[float, float]:
     return cpu, sum(pss_kib(pid) for pid in pids) / 1024
 
 
-def make_source(root: Path) -> Path:
-    source = root / "source.flv"
+def make_source(
+    root: Path,
+    *,
+    size: str = "1280x720",
+    rate: int = 30,
+    bitrate: str = "6M",
+    seconds: int = 20,
+    preset: str = "veryfast",
+) -> Path:
+    """A pre-encoded H.264/AAC stream with a 2-s GOP, at a constant bitrate, to replay."""
+    source = root / f"source-{size}-{rate}.flv"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "20",
-         "-c:v", "libx264", "-preset", "veryfast", "-b:v", "6M", "-maxrate", "6M",
-         "-bufsize", "6M", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0",
-         "-c:a", "aac", "-b:a", "128k", str(source)],
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", str(seconds),
+         "-c:v", "libx264", "-preset", preset, "-b:v", bitrate, "-maxrate", bitrate,
+         "-bufsize", bitrate, "-g", str(2 * rate), "-keyint_min", str(2 * rate),
+         "-sc_threshold", "0", "-c:a", "aac", "-b:a", "128k", str(source)],
         check=True,
     )  # fmt: skip
     return source

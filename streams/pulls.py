@@ -11,7 +11,7 @@ set or the stream activated, and again by the node watch when that node is lost.
 import hashlib
 import hmac
 import urllib.parse
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -20,12 +20,13 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agents.models import IngestNode
-from agents.node.ingest import local_stream_url
+from agents.node.ingest import pull_publish_url
 from agents.node.protocol import LOG_LINES_KEPT
 from agents.node.relay import RelaySpec, redact, relay_secrets
 from rig.api import ApiError, ErrorCode
 from rig.ssrf import url_error
 from streams.models import Pull, Stream
+from streams.selectors import from_epoch
 from streams.sessions import nudge_after_commit, session_end
 
 # The schemes a pullUrl may use, with their default ports (SRT has none: give one).
@@ -73,8 +74,8 @@ def pull_token(stream_key: str) -> str:
 
 
 def _spec(pull: Pull, stream_key: str) -> RelaySpec:
-    """The pull as its node runs it (agents.node.agent.desired_pulls builds the same)."""
-    target = f"{local_stream_url(1935, stream_key)}?pull={pull_token(stream_key)}"
+    """The pull's URLs as its node runs them, for their secrets (the port is not one)."""
+    target = pull_publish_url(1935, stream_key, pull_token(stream_key))
     return RelaySpec(relay_id="", source_url=pull.url, target_url=target, pull=True)
 
 
@@ -111,11 +112,12 @@ def pull_set(*, stream: Stream, url: str | None) -> None:
     else:
         nudge_after_commit(pull.node_id)
     pull.url = url
-    pull.node = None
-    _pull_reset(pull)
-    pull.save()
     if stream.is_active:
         pull_assign(pull)
+    else:
+        pull.node = None
+        _pull_reset(pull)
+        pull.save()
 
 
 def _pull_reset(pull: Pull) -> None:
@@ -135,10 +137,9 @@ def pull_assign(pull: Pull) -> None:
     nudge_after_commit(node.pk if node else None)
 
 
-def pull_release(*, stream: Stream) -> None:
+def pull_release(pull: Pull) -> None:
     """The stream was deactivated: its node stops pulling."""
-    pull = Pull.objects.filter(stream=stream).first()
-    if pull is not None and pull.node_id is not None:
+    if pull.node_id is not None:
         nudge_after_commit(pull.node_id)
         pull.node = None
         _pull_reset(pull)
@@ -209,13 +210,12 @@ def pulls_report(*, node: IngestNode, reports: list[dict[str, Any]]) -> None:
         report = by_key[pull.stream.stream_key]
         secrets = (*relay_secrets(_spec(pull, pull.stream.stream_key)), pull.stream.stream_key)
         new = [redact(line, secrets) for line in report.get("newLog", [])]
-        since = report.get("since")
         Pull.objects.filter(pk=pull.pk, node=node).update(
             state=report["state"],
             bitrate_kbps=report.get("bitrateKbps"),
             fps=report.get("fps"),
             restarts=report.get("restarts", 0),
-            since=datetime.fromtimestamp(since, tz=UTC) if since else None,
+            since=from_epoch(report.get("since")),
             last_error=redact(report.get("lastError") or "", secrets),
             log=[*pull.log, *new][-LOG_LINES_KEPT:],
             reported_at=timezone.now(),

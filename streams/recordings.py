@@ -4,7 +4,6 @@ reports. Each user's recordings count against RIG_RECORDING_QUOTA_MB: at the quo
 ``record`` is refused and running recorders are stopped. Downloads and deletions go to the node
 that holds the file (agents.services)."""
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -15,7 +14,7 @@ from agents.models import IngestNode
 from agents.node.relay import redact
 from rig.api import ApiError, ErrorCode, not_found
 from streams.models import Recording, Stream
-from streams.selectors import iso_or_none, uuid_or_none
+from streams.selectors import from_epoch, iso_or_none, uuid_or_none
 from streams.sessions import nudge_if_live
 
 QUOTA_REACHED = "storage quota reached"
@@ -60,10 +59,6 @@ def record_set(*, stream: Stream, record: bool) -> None:
         nudge_if_live(stream)
 
 
-def _epoch(value: float | None) -> datetime | None:
-    return datetime.fromtimestamp(value, tz=UTC) if value else None
-
-
 def recordings_report(*, node: IngestNode, reports: list[dict[str, Any]]) -> None:
     """Store what the node says about its recordings. A new one is taken only for a stream whose
     latest session is on that node; one the node stopped listing while it was still recording
@@ -88,8 +83,8 @@ def recordings_report(*, node: IngestNode, reports: list[dict[str, Any]]) -> Non
             row = Recording(id=report["id"], stream=stream, owner_id=stream.owner_id, node=node)
             row.node_name = node.name
         secrets = (report["streamKey"],)
-        row.started_at = _epoch(report["startedAt"]) or timezone.now()
-        row.ended_at = _epoch(report.get("endedAt"))
+        row.started_at = from_epoch(report["startedAt"]) or timezone.now()
+        row.ended_at = from_epoch(report.get("endedAt"))
         row.duration_s = report.get("durationS") or 0.0
         row.bytes = report.get("bytes") or 0
         row.state = report["state"]

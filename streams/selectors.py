@@ -2,7 +2,7 @@
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -141,6 +141,11 @@ def _relay_status(
 
 def iso_or_none(when: datetime | None) -> str | None:
     return when.isoformat() if when else None
+
+
+def from_epoch(seconds: float | None) -> datetime | None:
+    """A time a node reports (epoch seconds; None or 0: not known)."""
+    return datetime.fromtimestamp(seconds, tz=UTC) if seconds else None
 
 
 def provision_status(stream: Stream, destinations: list[Destination]) -> dict[str, Any] | None:

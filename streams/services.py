@@ -87,7 +87,7 @@ def _stream_update(
         if pull is not None and is_active:
             pull_assign(pull)
         elif pull is not None:
-            pull_release(stream=stream)
+            pull_release(pull)
     return stream
 
 

@@ -136,8 +136,7 @@ def desired_pulls(pulls: list[dict[str, Any]], *, rtmp_port: int) -> list[RelayS
             relay_id=f"pull:{pull['streamID']}",
             stream_id=pull["streamID"],
             source_url=pull["url"],
-            target_url=f"{ingest.local_stream_url(rtmp_port, pull['streamKey'])}"
-            f"?pull={pull['token']}",
+            target_url=ingest.pull_publish_url(rtmp_port, pull["streamKey"], pull["token"]),
             generation=int(pull.get("restartSeq", 0)),
             pull=True,
         )

@@ -156,6 +156,12 @@ def local_stream_url(rtmp_port: int, key: str) -> str:
     return f"rtmp://127.0.0.1:{rtmp_port}/{APP}/{key}"
 
 
+def pull_publish_url(rtmp_port: int, key: str, token: str) -> str:
+    """Where a pull publishes the stream it pulls: the ingest, under the stream's key, with the
+    token that tells the control plane's hook it is the stream's own pull."""
+    return f"{local_stream_url(rtmp_port, key)}?pull={token}"
+
+
 def _http_get(url: str, timeout: float) -> bytes:
     # Only ever loopback http:// URLs built by this module; no proxies for loopback.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

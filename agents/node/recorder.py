@@ -176,9 +176,7 @@ class Recorders:
             if job.stop.is_set():
                 attempt.stop(time.monotonic())
         returncode = attempt.wait()
-        if attempt.stopping:
-            return self._finish(recording, "done", "")
-        if returncode == 0:  # the input ended: the publisher left
+        if attempt.stopping or returncode == 0:  # stopped, or the publisher left
             return self._finish(recording, "done", "")
         why = attempt.outcome(returncode) or f"ffmpeg {exit_text(returncode)}"
         return self._finish(recording, "failed", why)
