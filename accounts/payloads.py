@@ -1,4 +1,5 @@
-"""Shapes of the accounts endpoints' payloads, for the OpenAPI schema (views build the dicts)."""
+"""Shapes of the accounts endpoints' payloads: the OpenAPI schema documents them and `@payload`
+renders every answer through them (rig.schema.payload)."""
 
 from rest_framework import serializers
 

@@ -1,4 +1,5 @@
-"""Shapes of the agent API's payloads and the hooks' form, for the OpenAPI schema."""
+"""Shapes of the agent API's payloads and the hooks' form: documented in the OpenAPI schema, and
+every answer rendered through them (rig.schema.payload)."""
 
 from rest_framework import serializers
 

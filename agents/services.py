@@ -94,11 +94,26 @@ def node_report(
         ).values_list("id", "stream_id", "stream_key", "service")
     }
     stored = {
-        (relay.session_id, relay.destination_id): relay
-        for relay in Relay.objects.filter(session_id__in=sessions).only(
-            "session_id", "destination_id", "state", "log"
-        )
+        (session_id, destination_id): state
+        for session_id, destination_id, state in Relay.objects.filter(
+            session_id__in=sessions
+        ).values_list("session_id", "destination_id", "state")
     }
+    # The stored logs only of the relays with new lines: the others' logs stay as they are,
+    # neither read nor written back on every heartbeat.
+    with_lines = {
+        r["destinationId"] for report in streams for r in report["relays"] if r.get("newLog")
+    }
+    logs = (
+        {
+            (session_id, destination_id): log
+            for session_id, destination_id, log in Relay.objects.filter(
+                session_id__in=sessions, destination_id__in=with_lines
+            ).values_list("session_id", "destination_id", "log")
+        }
+        if with_lines
+        else {}
+    )
     rows: dict[int, Relay] = {}  # by destination: a repeated entry counts once, the last
     previous: dict[int, str] = {}
     owner: dict[int, Any] = {}
@@ -117,7 +132,7 @@ def node_report(
             before = stored.get((session_id, relay["destinationId"]))
             # Stored lines were redacted when they came in: only the new ones need it.
             new = [redact(line, secrets) for line in relay.get("newLog", [])]
-            log = [*(before.log if before else []), *new]
+            log = [*logs.get((session_id, relay["destinationId"]), []), *new]
             rows[relay["destinationId"]] = Relay(
                 session_id=session_id,
                 destination_id=relay["destinationId"],
@@ -132,15 +147,20 @@ def node_report(
                 log=log[-LOG_LINES_KEPT:],
             )
             if before is not None:
-                previous[relay["destinationId"]] = before.state
+                previous[relay["destinationId"]] = before
             owner[relay["destinationId"]] = (stream_id, owner_id)
     _relay_events(list(rows.values()), previous=previous, owner=owner)
-    Relay.objects.bulk_create(
-        list(rows.values()),
-        update_conflicts=True,
-        unique_fields=["session", "destination"],
-        update_fields=[*_RELAY_FIELDS, "log", "updated_at"],
-    )
+    for fields, batch in (
+        ([*_RELAY_FIELDS, "log", "updated_at"], [r for d, r in rows.items() if d in with_lines]),
+        ([*_RELAY_FIELDS, "updated_at"], [r for d, r in rows.items() if d not in with_lines]),
+    ):
+        if batch:
+            Relay.objects.bulk_create(
+                batch,
+                update_conflicts=True,
+                unique_fields=["session", "destination"],
+                update_fields=fields,
+            )
     return len(rows)
 
 

@@ -58,14 +58,14 @@ def run(spec: RelaySpec, seconds: float) -> tuple[float, float]:
     """CPU % of one core and PSS MiB of the one ffmpeg the spec runs, once it is live."""
     supervisor = Supervisor(private_ok=True)
     try:
-        supervisor.add(spec)
+        supervisor.reconcile([spec])
         deadline = time.monotonic() + 20
-        while supervisor.get_state(spec.relay_id).state != "live":
+        while supervisor.states()[0].state != "live":
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{spec.relay_id} never went live")
             time.sleep(0.2)
         time.sleep(2)  # past the first GOP
-        pid = supervisor.get_state(spec.relay_id).pid
+        pid = supervisor.states()[0].pid
         assert pid is not None
         return measure([pid], seconds)
     finally:

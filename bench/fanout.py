@@ -110,7 +110,7 @@ def latency(kind: str, source: Path, root: Path) -> float:
         started = time.monotonic()
         pub = publisher(source, publish_url)
         if supervisor is not None:  # the agent starts relays as the publisher arrives
-            supervisor.add(RelaySpec("lat", publish_url, target))
+            supervisor.reconcile([RelaySpec("lat", publish_url, target)])
         try:
             watching.wait(30)
             return time.monotonic() - started
@@ -136,8 +136,9 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
     try:
         time.sleep(2)
         if supervisor is not None:
-            for i, target in enumerate(targets):
-                supervisor.add(RelaySpec(f"leg{i}", source_url, target))
+            supervisor.reconcile(
+                RelaySpec(f"leg{i}", source_url, target) for i, target in enumerate(targets)
+            )
         time.sleep(4)  # every leg connected and past its first GOP
         pids = [ingest.pid]
         if supervisor is not None:

@@ -1,4 +1,5 @@
-"""Shapes of the operations endpoints' payloads (rig.monitoring), for the OpenAPI schema."""
+"""Shapes of the operations endpoints' payloads (rig.monitoring): documented and rendered
+through (rig.schema.payload)."""
 
 from rest_framework import serializers
 

@@ -17,7 +17,7 @@ What the generator cannot see on its own is filled in here, once, for every view
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from functools import cache
+from functools import cache, wraps
 from typing import Any
 
 from django.views.generic import View
@@ -118,11 +118,30 @@ def payload(
     **extend: Any,
 ) -> Callable[[Any], Any]:
     """Decorate a view method with the shape of its payload and the errors it adds to the
-    defaults, e.g. ``@payload(DestinationPayload, errors={409: [ErrorCode.LIMIT_REACHED]})``."""
+    defaults, e.g. ``@payload(DestinationPayload, errors={409: [ErrorCode.LIMIT_REACHED]})``.
+
+    The shape documents the payload and renders it: what the method returns goes out through
+    ``shape(...).data``, so only the documented fields leave, in the documented order and
+    types, and a documented field the method forgot fails loudly instead of going missing."""
     responses: dict[int, Any] = {200: success_response(shape, many)}
     for status, codes in (errors or {}).items():
         responses[status] = error_response(*codes)
-    return extend_schema(responses=responses, **extend)
+    document = extend_schema(responses=responses, **extend)
+    if shape is None:
+        return document
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(method)
+        def render(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            response = method(view, request, *args, **kwargs)
+            body = getattr(response, "data", None)
+            if isinstance(body, dict) and body.get("payload") is not None:
+                body["payload"] = shape(body["payload"], many=many).data
+            return response
+
+        return document(render)
+
+    return decorate
 
 
 def plain_text(

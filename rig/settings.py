@@ -9,8 +9,9 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from agents.node.env import env_bool, env_int, env_list, env_str
 from agents.node.protocol import REPORT_MAX_BYTES
-from rig.env import database_from_url, env_bool, env_int, env_list, env_str
+from rig.env import database_from_url
 from rig.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent

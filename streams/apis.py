@@ -1,10 +1,8 @@
 """Streams endpoints of the rig v1 API, plus stream/destination management extensions."""
 
-from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -13,36 +11,32 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import request_user
-from agents import services as node_services
 from rig.api import (
     ApiError,
     ErrorCode,
     StrictBooleanField,
     StrictCharField,
     StrictInput,
-    StrictIntegerField,
     ok,
     parse,
 )
-from rig.schema import error_response, payload, plain_text
-from streams import recordings, selectors, services
+from rig.schema import payload
+from streams import selectors, services
 from streams.destinations import destination_fields, ingest_base, service_list
-from streams.models import Destination, Recording, Service, Stream
+from streams.models import Destination, Service, Stream
 from streams.payloads import (
     DestinationDeletedPayload,
     DestinationPayload,
-    RecordingDeletedPayload,
-    RecordingPayload,
     RelayDetailPayload,
     RelayPayload,
     ServicePayload,
     SessionPayload,
-    SourcePayload,
     StreamDeletedPayload,
     StreamKeyPayload,
     StreamPayload,
+    TranscodePayload,
 )
-from streams.pulls import PULL_URL_MAX, shown_url, source_payload, stream_pull
+from streams.pulls import PULL_URL_MAX, shown_url, stream_pull
 
 
 def destination_payload(destination: Destination) -> dict[str, Any]:
@@ -140,113 +134,6 @@ class StreamChangeKeyApi(APIView):
         return ok("New stream key", {"key": stream.stream_key, "streamID": str(stream.id)})
 
 
-class StreamSnapshotApi(APIView):
-    """The current picture of the live stream, as JPEG (at most 2 s old)."""
-
-    @plain_text(
-        "image/jpeg",
-        "The stream's current picture: decoded from its latest keyframe on the node that "
-        "ingests it, at most 2 s old, at most 1280 px wide.",
-        errors={
-            409: error_response(ErrorCode.WRONG_STATE, note="here: the stream is not live"),
-            503: error_response(ErrorCode.UNAVAILABLE, note="here: its node gave no picture"),
-        },
-    )
-    def get(self, request: Request, stream_id: str) -> HttpResponse:
-        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
-        return picture_response(node_services.stream_snapshot(stream=stream))
-
-
-class StreamSourceApi(APIView):
-    """How the pull of a pull-mode stream is doing (409/1013 for a push-mode stream)."""
-
-    @payload(SourcePayload, errors={409: [ErrorCode.WRONG_STATE]})
-    def get(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
-        return ok("Stream source", source_payload(stream))
-
-
-class StreamSourceRestartApi(APIView):
-    """Ask the pulling node to reconnect to the source."""
-
-    @payload(SourcePayload, errors={409: [ErrorCode.WRONG_STATE]})
-    def post(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
-        stream = services.source_restart(stream=stream)
-        return ok("Source restart requested", source_payload(stream))
-
-
-class StreamRecordingListApi(APIView):
-    """The stream's recordings, newest first: one per recorded session and node (more if its
-    recorder had to start again)."""
-
-    @payload(RecordingPayload, many=True)
-    def get(self, request: Request, stream_id: str) -> Response:
-        stream = selectors.stream_get(user=request_user(request), stream_id=stream_id)
-        return ok("Stream recordings", recordings.recording_list(stream=stream))
-
-
-class RecordingDetailApi(APIView):
-    @payload(RecordingPayload)
-    def get(self, request: Request, recording_id: str) -> Response:
-        row = recordings.recording_get(user=request_user(request), recording_id=recording_id)
-        return ok("Recording", recordings.recording_payload(row))
-
-    @payload(
-        RecordingDeletedPayload,
-        errors={409: [ErrorCode.WRONG_STATE], 503: [ErrorCode.UNAVAILABLE]},
-    )
-    def delete(self, request: Request, recording_id: str) -> Response:
-        row = recordings.recording_get(user=request_user(request), recording_id=recording_id)
-        deleted_id = str(row.pk)
-        node_services.recording_delete(recording=row)
-        return ok("Recording deleted", {"id": deleted_id})
-
-
-class RecordingDownloadApi(APIView):
-    """The recording's MP4 from whichever node holds it, streamed through; `Range: bytes=…`
-    gets 206 with that part (a player seeks, a download resumes)."""
-
-    @plain_text(
-        "video/mp4",
-        "The recording as fragmented MP4 (playable while it grows); 206 with Content-Range "
-        "for a Range request.",
-        errors={
-            416: error_response(ErrorCode.INVALID_INPUT, note="here: a range outside the file"),
-            503: error_response(ErrorCode.UNAVAILABLE, note="here: its node cannot serve it"),
-        },
-    )
-    def get(self, request: Request, recording_id: str) -> StreamingHttpResponse:
-        row = recordings.recording_get(user=request_user(request), recording_id=recording_id)
-        return recording_response(row, request.headers.get("Range"))
-
-
-def recording_response(row: Recording, byte_range: str | None) -> StreamingHttpResponse:
-    """A recording as it is served (the API and the dashboard): streamed through from its
-    node in chunks, whole or the asked range."""
-    answer = node_services.recording_download(recording=row, byte_range=byte_range)
-
-    def chunks() -> Iterator[bytes]:
-        with answer:
-            while chunk := answer.read(256 * 1024):
-                yield chunk
-
-    response = StreamingHttpResponse(chunks(), status=answer.status, content_type="video/mp4")
-    for header in ("Content-Length", "Content-Range", "Accept-Ranges"):
-        if answer.headers.get(header):
-            response[header] = answer.headers[header]
-    response["Content-Disposition"] = f'attachment; filename="rig-{row.pk}.mp4"'
-    response["Cache-Control"] = "private, no-store"
-    return response
-
-
-def picture_response(jpeg: bytes) -> HttpResponse:
-    """A snapshot as it is served: JPEG, cacheable by its viewer alone for the 2 s it holds."""
-    response = HttpResponse(jpeg, content_type="image/jpeg")
-    response["Cache-Control"] = "private, max-age=2"
-    return response
-
-
 class ServiceListApi(APIView):
     """The services a destination may use, where each one's ingest is and what key it takes:
     public, so clients need not hard-code them."""
@@ -269,20 +156,8 @@ class _ServerUrl(StrictCharField):
         super().__init__(max_length=512, trim_whitespace=False, **kwargs)
 
 
-class TranscodeInput(StrictInput):
-    height = StrictIntegerField(min_value=144, max_value=2160)
-    fps = StrictIntegerField(min_value=1, max_value=60)
-    videoBitrateKbps = StrictIntegerField(min_value=100, max_value=20000)
-    audioBitrateKbps = StrictIntegerField(min_value=32, max_value=320)
-
-    def validate_height(self, value: int) -> int:
-        if value % 2:
-            raise serializers.ValidationError("Must be even (H.264 needs even sizes).")
-        return value
-
-
-def _transcode(**kwargs: Any) -> TranscodeInput:
-    return TranscodeInput(
+def _transcode(**kwargs: Any) -> TranscodePayload:
+    return TranscodePayload(
         required=False,
         allow_null=True,
         help_text="Transcode for this destination only (H.264 + AAC); null: copy as sent.",

@@ -1,22 +1,30 @@
-"""Shapes of the streams endpoints' payloads, for the OpenAPI schema (views build the dicts)."""
+"""Shapes of the streams endpoints' payloads: the OpenAPI schema documents them and `@payload`
+renders every answer through them (rig.schema.payload)."""
 
 from rest_framework import serializers
 
 from agents.node.protocol import RELAY_STATES, REPORTED_STATES
+from rig.api import StrictInput, StrictIntegerField
 from streams.models import Recording, Service
 
 PROVISION_STATES = ["provisioning", "live", "degraded", "stopped"]
 PULL_STATES = ["pending", "unknown", *REPORTED_STATES]
 
 
-class TranscodePayload(serializers.Serializer):
+class TranscodePayload(StrictInput):
     """A transcode profile: the destination gets H.264 at this height (width keeps the aspect),
-    frame rate and bitrates, and AAC audio; the other destinations keep the stream as sent."""
+    frame rate and bitrates, and AAC audio; the other destinations keep the stream as sent.
+    The same class reads a destination's ``transcode`` input: its bounds are defined once."""
 
-    height = serializers.IntegerField(min_value=144, max_value=2160, help_text="Even, in pixels.")
-    fps = serializers.IntegerField(min_value=1, max_value=60)
-    videoBitrateKbps = serializers.IntegerField(min_value=100, max_value=20000)
-    audioBitrateKbps = serializers.IntegerField(min_value=32, max_value=320)
+    height = StrictIntegerField(min_value=144, max_value=2160, help_text="Even, in pixels.")
+    fps = StrictIntegerField(min_value=1, max_value=60)
+    videoBitrateKbps = StrictIntegerField(min_value=100, max_value=20000)
+    audioBitrateKbps = StrictIntegerField(min_value=32, max_value=320)
+
+    def validate_height(self, value: int) -> int:
+        if value % 2:
+            raise serializers.ValidationError("Must be even (H.264 needs even sizes).")
+        return value
 
 
 class DestinationPayload(serializers.Serializer):
@@ -94,6 +102,9 @@ class ProvisionStatusPayload(serializers.Serializer):
     ingestUrl = serializers.CharField()
     startedAt = serializers.DateTimeField()
     endedAt = serializers.DateTimeField(allow_null=True)
+    resumedAt = serializers.DateTimeField(
+        allow_null=True, help_text="When its node came back after being lost (null: it did not)."
+    )
     destinations = RelayStatusPayload(many=True)
 
 

@@ -181,10 +181,9 @@ def provision_status(stream: Stream, destinations: list[Destination]) -> dict[st
         "ingestUrl": session.ingest_url,
         "startedAt": iso_or_none(session.started_at),
         "endedAt": iso_or_none(session.ended_at),
+        "resumedAt": iso_or_none(session.resumed_at),
+        "destinations": statuses,
     }
-    if session.resumed_at:
-        status["resumedAt"] = iso_or_none(session.resumed_at)
-    status["destinations"] = statuses
     return status
 
 

@@ -1,5 +1,5 @@
 from rig.api import route
-from streams import apis
+from streams import apis, media_apis
 
 _ID = r"(?P<stream_id>[^/]+)"
 _DEST = r"(?P<destination_id>[^/]+)"
@@ -17,20 +17,24 @@ urlpatterns = [
         "destination-detail",
     ),
     route(rf"streams/{_ID}/sessions", apis.SessionListApi.as_view(), "session-list"),
-    route(rf"streams/{_ID}/source", apis.StreamSourceApi.as_view(), "stream-source"),
+    route(rf"streams/{_ID}/source", media_apis.StreamSourceApi.as_view(), "stream-source"),
     route(
         rf"streams/{_ID}/source/restart",
-        apis.StreamSourceRestartApi.as_view(),
+        media_apis.StreamSourceRestartApi.as_view(),
         "stream-source-restart",
     ),
-    route(rf"streams/{_ID}/recordings", apis.StreamRecordingListApi.as_view(), "recording-list"),
-    route(r"recordings/(?P<recording_id>[^/]+)", apis.RecordingDetailApi.as_view(), "recording"),
+    route(
+        rf"streams/{_ID}/recordings", media_apis.StreamRecordingListApi.as_view(), "recording-list"
+    ),
+    route(
+        r"recordings/(?P<recording_id>[^/]+)", media_apis.RecordingDetailApi.as_view(), "recording"
+    ),
     route(
         r"recordings/(?P<recording_id>[^/]+)/download",
-        apis.RecordingDownloadApi.as_view(),
+        media_apis.RecordingDownloadApi.as_view(),
         "recording-download",
     ),
-    route(rf"streams/{_ID}/snapshot", apis.StreamSnapshotApi.as_view(), "stream-snapshot"),
+    route(rf"streams/{_ID}/snapshot", media_apis.StreamSnapshotApi.as_view(), "stream-snapshot"),
     route(rf"streams/{_ID}/relays", apis.RelayListApi.as_view(), "relay-list"),
     route(rf"streams/{_ID}/relays/{_DEST}", apis.RelayDetailApi.as_view(), "relay-detail"),
     route(

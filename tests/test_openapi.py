@@ -581,3 +581,34 @@ def test_documented_payloads_match_real_answers(
 
     # Every operation was checked against a real answer: a new one needs a step here.
     assert documented.checked == {(method, path) for path, method, _ in _operations(schema)}
+
+
+def test_answers_are_rendered_through_their_documented_shape() -> None:
+    """What a view puts in its payload leaves through the shape its ``@payload`` documents: a
+    field nobody documented never reaches the client, and a documented field the view forgot
+    fails in the tests instead of going missing in production (a nullable one is null)."""
+    from rest_framework import serializers
+
+    from rig.api import ok
+    from rig.schema import payload
+
+    class Shape(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField(allow_null=True)
+
+    @payload(Shape, many=True)
+    def listed(view: object, request: object) -> Any:
+        return ok("Things", [{"name": None, "id": "7", "secret": "s3cr3t"}])
+
+    @payload(Shape)
+    def forgetful(view: object, request: object) -> Any:
+        return ok("Thing", {"name": "no id"})
+
+    @payload(Shape)
+    def nothing(view: object, request: object) -> Any:
+        return ok("Gone", None)
+
+    assert listed(None, None).data == {"message": "Things", "payload": [{"id": 7, "name": None}]}
+    assert nothing(None, None).data == {"message": "Gone", "payload": None}
+    with pytest.raises(KeyError):
+        forgetful(None, None)

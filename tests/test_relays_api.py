@@ -217,3 +217,25 @@ def test_relays_of_a_silent_node_are_unknown_not_live(
     assert {r["state"] for r in relays if r["isActive"]} == {"unknown"}
     detail = assert_ok(alice_client.get(f"/streams/{stream.id}"), "Stream detail")
     assert detail["provisionStatus"]["state"] == "degraded"
+
+
+def test_a_heartbeat_without_new_lines_neither_reads_nor_rewrites_the_log(
+    alice_client: APIClient, live: dict
+) -> None:
+    """Every 2 s each node reports each relay; its 100 stored log lines stay where they are
+    unless new ones came (they used to be read and written back on every heartbeat)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    report = relay_report(live["yt"].pk)
+    del report["newLog"]
+    body = {"streams": [{"streamKey": live["stream"].stream_key, "relays": [report]}]}
+    with CaptureQueriesContext(connection) as queries:
+        answer = client_for(token=live["token"]).post("/agents/status", body, format="json")
+    assert answer.status_code == 200
+    relay_sql = [q["sql"] for q in queries.captured_queries if "streams_relay" in q["sql"]]
+    assert relay_sql
+    assert not [sql for sql in relay_sql if '"streams_relay"."log"' in sql]  # not read
+    assert not [sql for sql in relay_sql if '"log" = EXCLUDED' in sql]  # not written back
+    relay = assert_ok(alice_client.get(_url(live["stream"], live["yt"])), "Stream relay")
+    assert relay["log"][-1] == "*** leaked"

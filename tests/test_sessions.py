@@ -9,7 +9,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import User
 from agents.models import IngestNode
-from agents.node.agent import Agent, AgentConfig
+from agents.node.agent import Agent
+from agents.node.config import AgentConfig
 from agents.node.protocol import LOG_LINES_KEPT, REPORT_BUDGET_BYTES, RelayState
 from agents.node.relay import RelaySnapshot
 from streams.models import Relay, Session, Stream

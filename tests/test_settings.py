@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rig.env import database_from_url, env_bool, env_int, env_list, env_str
+from agents.node.env import env_bool, env_int, env_list, env_str
+from rig.env import database_from_url
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,31 +6,18 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
-from agents.node.agent import Agent, AgentConfig, node_env
-from agents.node.ingest import IngestConfig, nginx_command, write_nginx_conf
-
-
-def ingest_config_from_env() -> IngestConfig:
-    control = node_env("RIG_HOOK_URL", node_env("RIG_CONTROL_URL", "http://127.0.0.1:8000")).rstrip(
-        "/"
-    )
-    token = node_env("RIG_NODE_TOKEN", "")
-    return IngestConfig(
-        prefix=Path(node_env("RIG_NODE_DIR", ".run/node")).resolve(),
-        rtmp_port=int(node_env("RIG_RTMP_PORT", "1935")),
-        rtmp_bind=node_env("RIG_RTMP_BIND", "0.0.0.0"),  # noqa: S104 - OBS connects from anywhere
-        http_port=int(node_env("RIG_NGINX_HTTP_PORT", "8089")),
-        hook_base_url=f"{control}/agents/hooks/{token}",
-    )
+from agents.node.agent import Agent
+from agents.node.config import AgentConfig, ingest_config_from_env
+from agents.node.env import env_str
+from agents.node.ingest import nginx_command, write_nginx_conf
 
 
 def run_ingest() -> None:
     """Render the nginx-rtmp config and become nginx (foreground, for honcho or systemd)."""
     config = ingest_config_from_env()
     write_nginx_conf(config)
-    command = nginx_command(config, nginx=node_env("RIG_NGINX", "nginx"))
+    command = nginx_command(config, nginx=env_str("RIG_NGINX", "nginx"))
     os.execvp(command[0], command)  # noqa: S606 - fixed program from our own config
 
 

@@ -67,45 +67,10 @@ class Supervisor:
         ] = []  # may still be stopping; shutdown() waits for them too
         self._closed = False
 
-    def add(self, spec: RelaySpec) -> None:
-        """Register a relay and start it. ValueError if the id is taken."""
-        with self._lock:
-            self._add(spec)
-
-    def update(self, spec: RelaySpec) -> None:
-        """Give a known relay a new spec; restarts it only if the spec differs and it runs.
-
-        KeyError if the relay is unknown.
-        """
-        self._get(spec.relay_id, opening=True).set_spec(spec)
-
-    def start(self, relay_id: str) -> None:
-        self._get(relay_id, opening=True).start()
-
-    def stop(self, relay_id: str) -> None:
-        """Order the relay stopped; it stays registered and ends up STOPPED."""
-        self._get(relay_id).stop()
-
-    def restart(self, relay_id: str) -> None:
-        """Start the relay afresh now (no backoff; does not count in ``restarts``)."""
-        self._get(relay_id, opening=True).restart()
-
-    def remove(self, relay_id: str) -> None:
-        """Stop the relay and forget it."""
-        with self._lock:
-            self._remove(relay_id)
-
-    def get_state(self, relay_id: str) -> RelaySnapshot:
-        return self._get(relay_id).snapshot()
-
     def states(self) -> list[RelaySnapshot]:
         with self._lock:
             relays = list(self._relays.values())
         return [relay.snapshot() for relay in relays]
-
-    def specs(self) -> dict[str, RelaySpec]:
-        with self._lock:
-            return {relay_id: relay.spec for relay_id, relay in self._relays.items()}
 
     def reconcile(
         self, desired: Iterable[RelaySpec], *, scope: Callable[[str], bool] | None = None
@@ -145,12 +110,6 @@ class Supervisor:
             if not relay.join(max(0.0, deadline - time.monotonic())):
                 relay.kill()
                 relay.join(2.0)
-
-    def _get(self, relay_id: str, *, opening: bool = False) -> RelayRunner:
-        with self._lock:
-            if opening and self._closed:
-                raise RuntimeError("supervisor is shut down")
-            return self._relays[relay_id]
 
     def _add(self, spec: RelaySpec) -> None:
         if self._closed:

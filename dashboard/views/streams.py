@@ -17,13 +17,9 @@ from agents.node.protocol import DisplayState, RelayState
 from dashboard.views.base import attempt, done, field_errors, form_values, page, user_of
 from rig.api import ApiError, validate
 from streams import recordings, selectors, services
-from streams.apis import (
-    DestinationAddApi,
-    StreamDetailApi,
-    picture_response,
-    recording_response,
-)
+from streams.apis import DestinationAddApi, StreamDetailApi
 from streams.destinations import ingest_base
+from streams.media_apis import picture_response, recording_response
 from streams.models import Service, Stream
 from streams.pulls import source_payload, stream_pull
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from agents.node.agent import Agent, AgentConfig, desired_relays, publishers_to_drop
+from agents.node.agent import Agent
+from agents.node.config import AgentConfig
+from agents.node.desired import desired_relays, publishers_to_drop
 from agents.node.protocol import agent_secret
 
 
