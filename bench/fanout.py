@@ -18,15 +18,15 @@ from pathlib import Path
 
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
-from tests.media.harness import Platform
+from tests.media.harness import INGEST, Platform
 
 TICK = os.sysconf("SC_CLK_TCK")
-INGEST = ["wait_video on;", "wait_key on;"]  # as deploy/nginx-rtmp.conf.template has them
 
 
 def nginx(root: Path, app: str, push: list[str] | None = None) -> Platform:
-    """A private nginx-rtmp: the sink of every leg, or a bare ingest (with `push` lines)."""
-    directives = [*INGEST, *(f"push {url};" for url in push or [])] if app == "live" else []
+    """A private nginx-rtmp: the sink of every leg (`dest`), or one that relays play from as
+    they play from the ingest (with `push` lines: a bare ingest)."""
+    directives = [] if app == "dest" else [*INGEST, *(f"push {url};" for url in push or [])]
     return Platform(root, app, directives).start()
 
 

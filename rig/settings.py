@@ -320,7 +320,7 @@ LOGGING = logging_config(
 )
 # A live session its node has not vouched for (agents report their publishers every 2 s) for
 # this long is over: ended if the node says the publisher is gone, else open to a new publish.
-RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 15)
+RIG_PUBLISHER_STALE_S = env_int("RIG_PUBLISHER_STALE_S", 10)
 # Publish sessions each stream keeps as history (GET /streams/{id}/sessions).
 RIG_SESSIONS_KEPT = env_int("RIG_SESSIONS_KEPT", 200)
 RIG_SESSIONS_PAGE = 50

@@ -9,6 +9,8 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
+import xml.etree.ElementTree as ET
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -25,6 +27,16 @@ from agents.node.supervisor import Supervisor
 
 logger = logging.getLogger("rig.agent")
 
+_ADMIT_TIMEOUT_S = 3.0  # asking the control plane, within nginx's 5-s hook timeout
+_PRESTART_S = 1.0  # then starting the session's relays, before nginx admits the publisher
+
+
+def _first(form: bytes, field: str) -> str:
+    """The first value of ``field`` in nginx's hook form (the publisher's own args follow,
+    unescaped, and may repeat it)."""
+    values = urllib.parse.parse_qs(form.decode("utf-8", "replace")).get(field)
+    return values[0] if values else ""
+
 
 class Agent:
     def __init__(self, config: AgentConfig, control: ControlPlane | None = None) -> None:
@@ -34,6 +46,7 @@ class Agent:
             ffmpeg=config.ffmpeg,
             backoff_initial=config.backoff_initial,
             backoff_max=config.backoff_max,
+            failed_after=config.give_up_after,
             on_change=self._relay_changed,
             private_ok=config.private_ok,
         )
@@ -46,6 +59,7 @@ class Agent:
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
         self._log_sent: dict[str, int] = {}  # relay id -> its log lines the control plane has
+        self._reconcile_lock = threading.Lock()  # the loop's and a publish hook's
         self._wake = threading.Event()
         self._report_now = threading.Event()
         self._stopping = threading.Event()
@@ -57,7 +71,46 @@ class Agent:
     def nudge(self) -> None:
         self._wake.set()
 
+    def admit_publish(self, form: bytes) -> int:
+        """nginx's on_publish, through the agent: the control plane decides; once it has
+        admitted the session, its relays (and recording) start at once, as players waiting on
+        the name, and only then is nginx told yes. nginx-rtmp keeps no GOP: a relay that joins
+        after the publisher waits for its next keyframe (2 s with OBS's usual setting), one
+        that is already there gets the stream from its first frame. The wait is bounded: a
+        slow start only costs that keyframe, and nginx's 5-s hook timeout is never reached.
+        The answer nginx gets is 200 or a refusal (never a 3xx: that would rename the stream).
+        """
+        started = time.monotonic()
+        status = self.control.admit_publish(form, timeout=_ADMIT_TIMEOUT_S)
+        if not 200 <= status < 300:
+            return status if status >= 400 else 403
+        name = _first(form, "name")
+        deadline = started + _ADMIT_TIMEOUT_S + _PRESTART_S
+        if name and self._reconcile_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self._reconcile_locked()
+            except Exception:  # the watch starts them a moment later: the keyframe is lost
+                logger.exception("could not start the relays of a new session ahead")
+            finally:
+                self._reconcile_lock.release()
+            ids = {stream_id for stream_id, key in self._keys.items() if key == name}
+            waiting = sum(
+                1
+                for snapshot in self.supervisor.states()
+                if snapshot.stream_id in ids and not snapshot.relay_id.startswith("pull:")
+            )
+            while time.monotonic() < deadline and waiting:
+                with contextlib.suppress(OSError, ET.ParseError):
+                    if ingest.players(self.config.stat_url, name) >= waiting:
+                        break
+                time.sleep(0.05)
+        return 200
+
     def reconcile(self) -> None:
+        with self._reconcile_lock:
+            self._reconcile_locked()
+
+    def _reconcile_locked(self) -> None:
         # Read nginx first: a key it lists was committed live before it got there, so the
         # control plane's answer (read after) includes it unless it has since been revoked.
         publishers = self._publishers()

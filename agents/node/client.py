@@ -55,3 +55,21 @@ class ControlPlane:
         status, _ = self._call("POST", "/agents/status", body)
         if status != 200:
             raise ControlPlaneError(f"POST /agents/status: HTTP {status}")
+
+    def admit_publish(self, form: bytes, timeout: float) -> int:
+        """Ask the control plane's publish hook whether nginx may admit a publisher (the form
+        nginx-rtmp posts, as it posted it): its HTTP status, 502 when it could not be asked
+        (nginx then refuses: the hook fails closed, as it would calling the control plane)."""
+        request = urllib.request.Request(  # noqa: S310 - the operator's control-plane URL
+            f"{self.base_url}/agents/hooks/{self._token}/publish",
+            data=form,
+            method="POST",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+        except OSError:
+            return 502

@@ -42,6 +42,9 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return first, last
 
 
+_FORM_BYTES = 16384  # nginx's hook form: its fields and the publisher's own args
+
+
 def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
     secret = agent_secret(agent.config.token)
 
@@ -55,13 +58,28 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_POST(self) -> None:
-            self.rfile.read(min(int(self.headers.get("Content-Length") or 0), 4096))
+            length = min(int(self.headers.get("Content-Length") or 0), _FORM_BYTES)
+            form = self.rfile.read(length)
+            if self.path == "/hooks/publish":
+                return self._publish_hook(form)
             if self.path.rstrip("/") != "/reconcile":
                 return self._answer(404, {"message": "Not found", "errorCode": 1000})
             if not self._authorized():
                 return self._answer(401, {"message": "Invalid credentials", "errorCode": 1003})
             agent.nudge()
             return self._answer(202, {"message": "Reconciling", "payload": None})
+
+        def _publish_hook(self, form: bytes) -> None:
+            """nginx's on_publish (Agent.admit_publish). Only the node's own nginx calls it
+            (from loopback, or from the address the agent listens on, which is its own): the
+            answer is a bare status, as nginx-rtmp reads nothing else."""
+            own = ("127.0.0.1", "::1", agent.config.listen_host)
+            if self.client_address[0] not in own:
+                return self._answer(404, {"message": "Not found", "errorCode": 1000})
+            self.send_response(agent.admit_publish(form))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
 
         def _authorized(self) -> bool:
             given = self.headers.get("Authorization", "").removeprefix("Bearer ")

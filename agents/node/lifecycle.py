@@ -27,6 +27,7 @@ from agents.node.relay import (
     redact,
     relay_secrets,
 )
+from agents.node.tcpwatch import PeerReading
 
 __all__ = ["OnChange", "RelayRunner", "RunnerSettings"]
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 _RATE_WINDOW = 5  # progress reports (two a second) that bitrate/fps are measured over
 _CATCH_UP_S = 2.5  # after going live, a connection may still be catching up on the ingest's GOP
 _JITTER = 0.2
+_REFUSED = "now resolves to a private address: not connecting"
+_NOT_READING = "destination stopped reading: it made no room for {:.0f}s"
 
 OnChange = Callable[[RelaySnapshot], None]
 
@@ -76,6 +79,7 @@ class RelayRunner:
         self._last_advance: float | None = None  # monotonic; bytes last grew in this attempt
         self._last_picture: float | None = None  # monotonic; video last moved on, ditto
         self._went_live = False  # in this attempt
+        self._not_reading = 0.0  # seconds the destination has taken bytes without reading
         self._failures = 0  # consecutive attempts that never went live
         self._backoff = settings.backoff_initial
         self._restarts = 0
@@ -227,37 +231,54 @@ class RelayRunner:
         self._notify()
 
     def _back_off(self, failure: str) -> None:
+        """After a failed attempt: retry after the backoff (RECONNECTING), or give up (FAILED)
+        once ``failed_after`` attempts in a row never went live, or at once when the address
+        is one it may not connect to. A relay given up on waits for an order (restart, a new
+        spec: a changed destination, a new session) or for an unreachable destination to
+        answer again; it no longer knocks on a platform that keeps refusing the stream."""
         with self._cond:
             if not self._want or self._kick:
                 return  # ordered away while it was failing: the order wins, no backoff
             if not self._went_live:
                 self._failures += 1
-            failed = self._failures >= self._cfg.failed_after
-            base = self._cfg.backoff_max if failed else self._backoff
-            self._backoff = min(self._backoff * 2, self._cfg.backoff_max)
-            delay = base * random.uniform(1 - _JITTER, 1 + _JITTER)  # noqa: S311 - jitter only
             self._last_error = failure
-            self._set_state(RelayState.FAILED if failed else RelayState.RECONNECTING)
-            self._event(f"{failure}; restarting in {delay:.1f}s")
+            refused = failure.endswith(_REFUSED)
+            if refused or self._failures >= self._cfg.failed_after:
+                self._set_state(RelayState.FAILED)
+                self._event(
+                    f"{failure}; gave up after {self._failures} attempts in a row: "
+                    + ("waiting for an order" if refused else "retrying when it answers again")
+                )
+                delay = None
+            else:
+                delay = self._backoff * random.uniform(1 - _JITTER, 1 + _JITTER)  # noqa: S311
+                self._backoff = min(self._backoff * 2, self._cfg.backoff_max)
+                self._set_state(RelayState.RECONNECTING)
+                self._event(f"{failure}; restarting in {delay:.1f}s")
         self._notify()
-        self._wait_to_retry(delay)
+        self._wait_to_retry(delay, probe=not refused)
 
-    def _wait_to_retry(self, delay: float) -> None:
-        """Wait out the backoff, but retry as soon as a destination that was unreachable
-        accepts connections again (a TCP connect a second), so a platform that comes back
-        is live again within seconds, not after the longest backoff."""
-        address = probe_address(self.spec.remote_url)
-        deadline = time.monotonic() + delay
-        was_down = False
+    def _wait_to_retry(self, delay: float | None, *, probe: bool) -> None:
+        """Wait out the backoff (None: until ordered), but retry as soon as a destination that
+        was unreachable accepts connections again (a TCP connect a second), so a platform that
+        comes back is live again within seconds, not after the longest backoff. Never knocks
+        on an address the relay may not reach (a name that now resolves inward)."""
+        address = probe_address(self.spec.remote_url) if probe else None
+        if address is not None and not self._cfg.private_ok and private_now(*address):
+            address = None
+        was_down = address is not None and not answers(address)
+        if delay is None and not was_down:
+            address = None  # given up on a platform that answers: only an order retries
+        deadline = None if delay is None else time.monotonic() + delay
         while True:
             with self._cond:
-                remaining = deadline - time.monotonic()
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 ordered = self._cond.wait_for(
                     lambda: not self._want or self._kick, timeout=max(0.0, min(1.0, remaining))
                 )
                 if ordered:
                     return
-                if remaining <= 1.0:
+                if deadline is not None and remaining <= 1.0:
                     self._restarts += 1
                     return
             if address is None:
@@ -267,6 +288,9 @@ class RelayRunner:
                 with self._cond:
                     self._event("destination answers again: retrying now")
                     self._restarts += 1
+                    self._failures = 0  # back: it gets the whole retry budget again
+                    self._set_state(RelayState.RECONNECTING)
+                self._notify()
                 return
             was_down = was_down or not reachable
 
@@ -278,7 +302,7 @@ class RelayRunner:
             # Checked when the destination (or pullUrl) was saved; checked again here because
             # its name may resolve inward now (DNS rebinding). No connection is tried.
             where = "source" if spec.pull else "destination"
-            return f"{where} now resolves to a private address: not connecting"
+            return f"{where} {_REFUSED}"
         # ffmpeg's own I/O timeout fires a little before the stall check, for a clearer error.
         rw_timeout = min(10.0, 0.8 * self._cfg.stall_timeout)
         command = build_relay_command(spec, ffmpeg=self._cfg.ffmpeg, rw_timeout_s=rw_timeout)
@@ -288,6 +312,7 @@ class RelayRunner:
             self._reported = None
             self._last_advance = self._last_picture = None
             self._went_live = False
+            self._not_reading = 0.0
         try:
             attempt = Attempt(command, secrets)  # this thread lives until it is reaped
         except OSError as error:
@@ -296,10 +321,13 @@ class RelayRunner:
         with self._cond:
             self._attempt_now = attempt
             self._event(f"started ffmpeg, pid {attempt.pid}")
+        peer = PeerReading(attempt.pid)
         while (arrived := attempt.read()) is not None:
             progress, log = arrived
             now = time.monotonic()
+            not_reading = peer.not_reading_for(now)
             with self._cond:
+                self._not_reading = not_reading
                 for block in progress:
                     self._on_progress(block, now)
                 self._log.extend(log)
@@ -327,11 +355,21 @@ class RelayRunner:
             attempt.stop(now)
         elif quiet_for > self._cfg.stall_timeout:
             attempt.kill_stalled(f"stalled: no data for {quiet_for:.0f}s, killed")
+        elif self._not_reading > self._cfg.stall_timeout:
+            attempt.kill_stalled(_NOT_READING.format(self._not_reading) + ", killed")
         frozen_for = now - (self._last_picture or started)
         if self._state is RelayState.LIVE and frozen_for > self._cfg.live_window:
             self._set_state(RelayState.RECONNECTING)
+        elif self._state is RelayState.LIVE and self._peer_stuck():
+            # Its picture still "moves" into buffers the destination no longer empties.
+            self._last_error = _NOT_READING.format(self._not_reading)
+            self._event(self._last_error)
+            self._set_state(RelayState.RECONNECTING)
         if self._live_since is not None and now - self._live_since >= self._cfg.healthy_reset:
             self._backoff = self._cfg.backoff_initial
+
+    def _peer_stuck(self) -> bool:
+        return self._not_reading > self._cfg.live_window
 
     def _on_progress(self, progress: Progress, now: float) -> None:
         previous, self._reported = self._reported, progress
@@ -343,7 +381,7 @@ class RelayRunner:
             # timestamps moving on (not audio alone, not a picture frozen on one timestamp).
             if previous is not None and _picture_moved(previous, progress):
                 self._last_picture = now
-                if self._state is not RelayState.LIVE:
+                if self._state is not RelayState.LIVE and not self._peer_stuck():
                     self._set_state(RelayState.LIVE)
                     self._went_live = True
                     self._failures = 0

@@ -40,8 +40,10 @@ class RelayState(StrEnum):
     STARTING: process launched, no picture yet. LIVE: video frames with advancing timestamps
     reached the target within the last ``live_window`` seconds. RECONNECTING: waiting to
     retry, or retried and not live yet (also a running relay whose picture stopped). FAILED:
-    ``failed_after`` attempts in a row never went live; it keeps retrying. STOPPED: ordered
-    stopped or removed.
+    rig has given up: ``failed_after`` attempts in a row never went live, or the destination
+    now resolves to an address the node may not reach. It tries again when ordered (restart,
+    a changed destination, a new session), or as soon as a destination that was unreachable
+    answers again. STOPPED: ordered stopped or removed.
     """
 
     STARTING = "starting"

@@ -41,7 +41,7 @@ class Supervisor:
         healthy_reset: float = 60.0,
         live_window: float = 4.0,
         stall_timeout: float = 15.0,
-        failed_after: int = 5,
+        failed_after: int = 8,
         on_change: OnChange | None = None,
         private_ok: bool = False,
     ) -> None:

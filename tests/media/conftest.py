@@ -114,7 +114,8 @@ def rig_nodes(
         **fields: Any,
     ) -> RigNode:
         """``agent_control_url``: where the agent reaches the control plane, if not directly
-        (a proxy that a test cuts); nginx's hooks always go straight to it. ``env``: more of
+        (a proxy that a test cuts), for its calls and nginx's publish hook, which it
+        forwards; nginx's other hooks always go straight to it. ``env``: more of
         the agent's settings."""
         root = tmp_path / name
         root.mkdir()
@@ -125,6 +126,7 @@ def rig_nodes(
             rtmp_bind="127.0.0.1",
             http_port=free_port(),
             hook_base_url="",
+            publish_hook_url=f"http://127.0.0.1:{agent_port}/hooks/publish",
         )
         node, token = node_create(
             name,

@@ -69,6 +69,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
+# A stand-in for the node's ingest application plays as deploy/nginx-rtmp.conf.template does:
+# nothing before a video keyframe (the relays' short probe relies on it).
+INGEST = ["wait_video on;", "wait_key on;"]
+
+
 class Platform:
     """A stand-in for YouTube or Twitch: an nginx-rtmp application that accepts publishers.
 
@@ -306,11 +311,14 @@ class Proxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(
-            pump(reader, up_writer, self._reading),
-            pump(up_reader, writer, None),
-            return_exceptions=True,
-        )
+        # Swallowed on close: Python 3.11's start_server callback calls exception() on a
+        # cancelled handler and logs a CancelledError traceback.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(
+                pump(reader, up_writer, self._reading),
+                pump(up_reader, writer, None),
+                return_exceptions=True,
+            )
 
     def stop_reading(self) -> None:
         self._loop.call_soon_threadsafe(self._reading.clear)

@@ -68,7 +68,10 @@ def test_publisher_killed_and_back_within_a_second_gets_no_frozen_leg(
     live_again = time.monotonic() - back
     print(f"\n[{worker} worker] relays reconnected {reconnected:.1f}s, API live {live_again:.1f}s")
     assert _both_see_video(youtube, twitch, tmp_path, "after")
-    assert live_again < 6, f"live again only after {live_again:.1f}s"
+    # The relays of the new session start before nginx admits the publisher (the agent
+    # answers its publish hook), so they get its first keyframe: measured 1.4 s at the
+    # platforms, 2.1-2.2 s in the API (it was 3.9 s and 4.6 s a GOP later).
+    assert live_again <= 3, f"live again only after {live_again:.1f}s"
 
 
 def _crash(rig: RigNode) -> None:
@@ -104,6 +107,8 @@ def test_a_crashed_ingest_ends_the_session_and_takes_the_publisher_back(
     wait_until(lambda: detail_of(streamer, stream["id"])["isStreaming"] is False, 20, 0.2)
     ended_after = time.monotonic() - crashed
     print(f"[nginx killed] session ended {ended_after:.1f}s after the crash")
+    # RIG_PUBLISHER_STALE_S (10 s) after the node last listed the publisher, plus reports.
+    assert ended_after <= 15, f"still live {ended_after:.1f}s after nginx died"
     assert detail_of(streamer, stream["id"])["provisionStatus"]["reason"] == "publisher gone"
     rig.ingest.start()  # for the fixture's orderly stop
 
@@ -171,6 +176,9 @@ def test_a_destination_that_stops_reading_leaves_live_and_spares_the_other(
         hung = time.monotonic()
         wait_until(lambda: relay_states(streamer, stream["id"])["Custom"] != "live", 20, 0.2)
         left_live = time.monotonic() - hung
+        relays = detail_of(streamer, stream["id"])["provisionStatus"]["destinations"]
+        hung_leg = next(r for r in relays if r["service"] == "Custom")
+        assert "destination stopped reading" in (hung_leg["lastError"] or "")
         assert relay_states(streamer, stream["id"])["YouTube"] == "live"
         assert picture_moves(f"{youtube.base_url}/ytkey", tmp_path / "yt-during.flv")
         proxy.resume_reading()
@@ -179,10 +187,10 @@ def test_a_destination_that_stops_reading_leaves_live_and_spares_the_other(
         back = time.monotonic() - resumed
         print(f"\n[destination stops reading] left live after {left_live:.1f}s, live {back:.1f}s "
               "after it read again")  # fmt: skip
-        # What it still accepts fills its receive buffer first (the kernel grows it with the
-        # rate: 1-3 MB here), then the relay's send buffer (256 KiB); then the picture stops
-        # for the 4-s live window. Measured 9-12 s at 4 Mb/s; the bound leaves room for load.
-        assert left_live <= 15, f"still live {left_live:.1f}s after the destination hung"
+        # The agent sees the destination's receive window stop moving on within a second or
+        # two (agents/node/tcpwatch.py), long before its buffers fill and the picture stalls;
+        # the leg leaves live after the 4-s live window. Measured 4.6-4.9 s at 4 Mb/s.
+        assert left_live <= 10, f"still live {left_live:.1f}s after the destination hung"
         assert picture_moves(f"{twitch.base_url}/hungkey", tmp_path / "hung-after.flv")
     finally:
         proxy.close()

@@ -29,7 +29,7 @@ import pytest
 
 from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
 from agents.node.supervisor import Supervisor
-from tests.media.harness import Platform, Proxy
+from tests.media.harness import INGEST, Platform, Proxy
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -192,7 +192,7 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
     if not RTMP_MODULE.exists():
         pytest.fail("needs the nginx RTMP module: `make test` installs it")
     prefix = tmp_path_factory.mktemp("nginx")
-    live, sink = Platform(prefix, "live"), Platform(prefix, "dest")
+    live, sink = Platform(prefix, "live", INGEST), Platform(prefix, "dest")
     publisher: subprocess.Popen[bytes] | None = None
     try:
         live.start()
@@ -295,7 +295,7 @@ def test_a_destination_that_now_points_inward_is_never_connected(host: str) -> N
         try:
             add(sup, RelaySpec("s:d", "rtmp://127.0.0.1:1/live/x", f"rtmp://{host}:{port}/a/k"))
             snap = wait_state(sup, "s:d", RelayState.FAILED, 10)
-            for _ in range(5):
+            for _ in range(25):  # 2.5 s: the destination probe would have knocked by now
                 with contextlib.suppress(TimeoutError):
                     connections.append(server.accept())
         finally:
@@ -303,6 +303,43 @@ def test_a_destination_that_now_points_inward_is_never_connected(host: str) -> N
     assert connections == []
     assert snap.last_error == "destination now resolves to a private address: not connecting"
     assert snap.pid is None
+
+
+@pytest.mark.media
+def test_a_platform_that_keeps_refusing_is_given_up_until_ordered(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    """A destination that accepts the connection and drops the stream (a wrong key, say) is
+    retried ``failed_after`` times; then the relay is FAILED and leaves the platform alone,
+    until an order (here: a new spec, as a changed destination or a new session gives)."""
+    connections: list[float] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def refuse() -> None:
+            while True:
+                try:
+                    conn, _ = server.accept()
+                except OSError:
+                    return
+                with conn:  # the destination probe only connects; an attempt sends its handshake
+                    conn.settimeout(2)
+                    with contextlib.suppress(OSError):
+                        if conn.recv(1):
+                            connections.append(time.monotonic())
+
+        threading.Thread(target=refuse, daemon=True).start()
+        sup = make_supervisor()
+        target = f"rtmp://127.0.0.1:{server.getsockname()[1]}/app/wrong-key"
+        add(sup, RelaySpec("s:d", ingest.source, target))
+        failed = wait_state(sup, "s:d", RelayState.FAILED, 20)
+        assert "gave up after 3 attempts in a row" in failed.log[-1]
+        assert len(connections) == 3 and failed.last_error
+        time.sleep(3)  # three times the longest backoff
+        assert len(connections) == 3
+        assert snapshot(sup, "s:d").state is RelayState.FAILED
+        add(sup, RelaySpec("s:d", ingest.source, target, generation=1))
+        wait_until("a new attempt", lambda: len(connections) > 3, 10)
+        sup.shutdown(timeout=3)
 
 
 def test_missing_ffmpeg_is_retried_and_reported(tmp_path: Path) -> None:
