@@ -219,9 +219,22 @@ def test_destination_buttons_use_the_api_services(alice_page: Client, alice_stre
     page = alice_page.get(base).content.decode()
     assert "rtmp://live.example/app" in page and "k-1" not in page
     assert "transcoded to" not in page
-    profile = {"height": 720, "fps": 30, "videoBitrateKbps": 3000, "audioBitrateKbps": 128}
-    Destination.objects.filter(stream=alice_stream).update(transcode=profile)
+    response = alice_page.post(
+        f"{base}/destinations",
+        {"service": "Twitch", "streamKey": "tw-1", "quality": "720p30"},
+    )
+    assert response.status_code == 302
+    assert Destination.objects.get(stream=alice_stream, service="Twitch").transcode == {
+        "height": 720, "fps": 30, "videoBitrateKbps": 3000, "audioBitrateKbps": 128,
+    }  # fmt: skip
     assert "transcoded to 720p30 · 3000 kb/s" in text(alice_page.get(base))
+    response = alice_page.post(
+        f"{base}/destinations", {"service": "Twitch", "streamKey": "tw-2", "quality": "8k"}
+    )
+    assert response.status_code == 400
+    assert "Choose one of the listed qualities." in field_error(response, "quality")
+    assert alice_stream.destinations.count() == 2
+    Destination.objects.filter(stream=alice_stream, service="Twitch").delete()
     alice_page.post(f"{base}/destinations/{destination.pk}/mute", {"isMuted": "true"})
     alice_page.post(f"{base}/destinations/{destination.pk}/active", {"isActive": "false"})
     destination.refresh_from_db()

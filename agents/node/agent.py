@@ -17,11 +17,11 @@ from typing import Any
 from agents.node import ingest
 from agents.node.client import ControlPlane, ControlPlaneError
 from agents.node.config import AgentConfig
-from agents.node.desired import desired_pulls, desired_relays, publishers_to_drop
+from agents.node.desired import ENCODER, desired_pulls, desired_relays, publishers_to_drop
 from agents.node.http import make_handler
 from agents.node.protocol import LAST_ERROR_CHARS, attach_new_log
 from agents.node.recorder import Recorders
-from agents.node.relay import RelaySnapshot
+from agents.node.relay import RelaySnapshot, RelaySpec
 from agents.node.snapshots import Snapshots
 from agents.node.supervisor import Supervisor
 
@@ -36,6 +36,22 @@ def _first(form: bytes, field: str) -> str:
     unescaped, and may repeat it)."""
     values = urllib.parse.parse_qs(form.decode("utf-8", "replace")).get(field)
     return values[0] if values else ""
+
+
+def _failing_encoders(snapshots: list[RelaySnapshot], specs: list[RelaySpec]) -> dict[str, str]:
+    """{relay id: "encoder: <its error>"} for the destinations fed by a shared encoder that is
+    not live and has an error (their own error would only say that no data came)."""
+    errors = {
+        snap.relay_id: snap.last_error
+        for snap in snapshots
+        if snap.relay_id.startswith(ENCODER) and snap.state != "live" and snap.last_error
+    }
+    encoder_at = {spec.target_url: spec.relay_id for spec in specs if spec.relay_id in errors}
+    return {
+        spec.relay_id: f"encoder: {errors[encoder_at[spec.source_url]]}"
+        for spec in specs
+        if spec.source_url in encoder_at
+    }
 
 
 class Agent:
@@ -55,6 +71,7 @@ class Agent:
             directory=config.recordings_dir, ffmpeg=config.ffmpeg, rtmp_port=config.rtmp_port
         )
         self._keys: dict[str, str] = {}  # stream id -> stream key, from the last reconcile
+        self._specs: list[RelaySpec] = []  # the streams' relays, ditto
         self._pull_keys: dict[str, str] = {}  # the same, for the streams this node pulls
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
@@ -93,12 +110,8 @@ class Agent:
                 logger.exception("could not start the relays of a new session ahead")
             finally:
                 self._reconcile_lock.release()
-            ids = {stream_id for stream_id, key in self._keys.items() if key == name}
-            waiting = sum(
-                1
-                for snapshot in self.supervisor.states()
-                if snapshot.stream_id in ids and not snapshot.relay_id.startswith("pull:")
-            )
+            source = ingest.local_stream_url(self.config.rtmp_port, name)
+            waiting = sum(1 for spec in self._specs if spec.source_url == source)
             while time.monotonic() < deadline and waiting:
                 with contextlib.suppress(OSError, ET.ParseError):
                     if ingest.players(self.config.stat_url, name) >= waiting:
@@ -124,12 +137,14 @@ class Agent:
             streams = self.control.live_streams()
         live = {(stream["streamKey"], str(stream.get("clientId", ""))) for stream in streams}
         self._seen = (self._seen & live) | set(publishers.items())
-        specs, self._keys = desired_relays(
+        self._specs, self._keys = desired_relays(
             streams, publishers, seen=self._seen, rtmp_port=self.config.rtmp_port
         )
         self._served = publishers
         self._pull_keys = {pull["streamID"]: pull["streamKey"] for pull in pulls}
-        self.supervisor.reconcile([*specs, *desired_pulls(pulls, rtmp_port=self.config.rtmp_port)])
+        self.supervisor.reconcile(
+            [*self._specs, *desired_pulls(pulls, rtmp_port=self.config.rtmp_port)]
+        )
         self.snapshots.keep_only(set(self._keys.values()))
         # Record what is live here and asked to be: a new session is a new recording.
         self.recorders.reconcile(
@@ -187,10 +202,16 @@ class Agent:
         pulls: list[dict[str, Any]] = []
         logs: list[tuple[dict[str, Any], tuple[str, ...], str, int]] = []
         keys, pull_keys = self._keys, self._pull_keys
-        for snapshot in self.supervisor.states():
+        snapshots = self.supervisor.states()
+        failing = _failing_encoders(snapshots, self._specs)
+        for snapshot in snapshots:
             stream_id = snapshot.stream_id
             relay = snapshot.as_dict()
+            if relay["state"] != "live" and snapshot.relay_id in failing:
+                relay["lastError"] = failing[snapshot.relay_id]  # what it waits for
             entry: dict[str, Any]
+            if snapshot.relay_id.startswith(ENCODER):
+                continue  # not a destination: its trouble shows on the ones it feeds
             if snapshot.relay_id.startswith("pull:"):
                 if stream_id not in pull_keys:
                     continue

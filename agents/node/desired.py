@@ -6,6 +6,8 @@ from typing import Any
 from agents.node import ingest
 from agents.node.relay import RelaySpec
 
+ENCODER = "encode:"  # the relay id prefix of a stream's shared encoders (not a destination's)
+
 
 def desired_relays(
     streams: list[dict[str, Any]],
@@ -22,7 +24,11 @@ def desired_relays(
     connection (the platform would see a frozen picture). It runs while that publisher is
     nginx's publisher of the key, and before nginx lists it (``seen`` holds the sessions it
     has listed), so it is connected and waiting when the first keyframe comes; never once
-    the publisher has gone, or while another one publishes the key."""
+    the publisher has gone, or while another one publishes the key.
+
+    Destinations with a transcode profile share one encoder per distinct profile (a relay
+    ``encode:…`` from the ingest into its ``encoded`` application); their own relays copy
+    from it, like every other destination copies from the ingest."""
     specs: list[RelaySpec] = []
     keys: dict[str, str] = {}
     for stream in streams:
@@ -32,22 +38,38 @@ def desired_relays(
             continue  # its publisher has gone: the session is over, whatever the hooks say
         if current is not None and session not in ("", current):
             continue  # another publisher: not the session the control plane admitted
-        keys[stream["streamID"]] = key
-        specs.extend(
-            RelaySpec(
-                relay_id=f"{stream['streamID']}:{destination['id']}",
-                stream_id=stream["streamID"],
-                destination_id=int(destination["id"]),
-                source_url=ingest.local_stream_url(rtmp_port, key),
-                target_url=destination["rtmpUrl"],
-                mute=bool(destination.get("isMuted", False)),
-                generation=int(destination.get("restartSeq", 0)),
-                session=session,
-                transcode=_profile(destination.get("transcode")),
+        stream_id = stream["streamID"]
+        keys[stream_id] = key
+        source = ingest.local_stream_url(rtmp_port, key)
+        encoders: dict[tuple[int, int, int, int], str] = {}  # profile -> where it publishes
+        for destination in stream["destinations"]:
+            if not destination.get("isActive"):
+                continue
+            profile = _profile(destination.get("transcode"))
+            if profile is not None and profile not in encoders:
+                encoders[profile] = ingest.local_encoded_url(rtmp_port, key, profile)
+                specs.append(
+                    RelaySpec(
+                        relay_id=f"{ENCODER}{stream_id}:{'x'.join(map(str, profile))}",
+                        stream_id=stream_id,
+                        source_url=source,
+                        target_url=encoders[profile],
+                        session=session,
+                        transcode=profile,
+                    )
+                )
+            specs.append(
+                RelaySpec(
+                    relay_id=f"{stream_id}:{destination['id']}",
+                    stream_id=stream_id,
+                    destination_id=int(destination["id"]),
+                    source_url=source if profile is None else encoders[profile],
+                    target_url=destination["rtmpUrl"],
+                    mute=bool(destination.get("isMuted", False)),
+                    generation=int(destination.get("restartSeq", 0)),
+                    session=session,
+                )
             )
-            for destination in stream["destinations"]
-            if destination.get("isActive")
-        )
     return specs, keys
 
 

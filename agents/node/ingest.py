@@ -34,8 +34,12 @@ __all__ = [
     "IngestConfig",
     "drop_publisher",
     "live_publishers",
+    "local_encoded_url",
+    "local_stream_url",
     "nginx_command",
+    "players",
     "publishers_from_stat",
+    "pull_publish_url",
     "render_nginx_conf",
     "write_nginx_conf",
 ]
@@ -54,6 +58,7 @@ _PREFIX_SUBDIRS = (
 
 # The nginx-rtmp application OBS publishes to and relays play from: rtmp://host/live/<key>.
 APP = "live"
+ENCODED_APP = "encoded"
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,16 @@ def nginx_command(cfg: IngestConfig, *, nginx: str = "nginx") -> list[str]:
 def local_stream_url(rtmp_port: int, key: str) -> str:
     """Where processes on the node play a stream from its ingest (relays, snapshots)."""
     return f"rtmp://127.0.0.1:{rtmp_port}/{APP}/{key}"
+
+
+def local_encoded_url(rtmp_port: int, key: str, profile: tuple[int, int, int, int]) -> str:
+    """Where a stream's shared encoder for one transcode profile publishes and the relays of
+    the destinations with that profile play (the ingest's ``encoded`` application: loopback
+    only, no hooks)."""
+    height, fps, video_kbps, audio_kbps = profile
+    return (
+        f"rtmp://127.0.0.1:{rtmp_port}/{ENCODED_APP}/{key}_{height}p{fps}_{video_kbps}_{audio_kbps}"
+    )
 
 
 def pull_publish_url(rtmp_port: int, key: str, token: str) -> str:

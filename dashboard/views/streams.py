@@ -15,7 +15,7 @@ from agents import selectors as nodes
 from agents import services as node_services
 from agents.node.protocol import DisplayState, RelayState
 from dashboard.views.base import attempt, done, field_errors, form_values, page, user_of
-from rig.api import ApiError, validate
+from rig.api import ApiError, invalid_input, validate
 from streams import recordings, selectors, services
 from streams.apis import DestinationAddApi, StreamDetailApi
 from streams.destinations import ingest_base
@@ -36,6 +36,18 @@ SHOWN_STATE: dict[str, str] = {
 }
 
 RECENT_SESSIONS = 10  # on the stream page; the API pages through all of them
+
+# The dashboard's transcode choices (the API takes any profile within its limits): the usual
+# platform ladders. Destinations with the same choice share one encoder on the node.
+QUALITIES: dict[str, dict[str, int]] = {
+    f"{height}p{fps}": {
+        "height": height, "fps": fps, "videoBitrateKbps": video, "audioBitrateKbps": audio,
+    }
+    for height, fps, video, audio in (
+        (1080, 60, 6000, 160), (1080, 30, 4500, 160), (720, 60, 4500, 128),
+        (720, 30, 3000, 128), (480, 30, 1500, 128), (360, 30, 800, 96),
+    )
+}  # fmt: skip
 
 # --- streams -------------------------------------------------------------------------------
 
@@ -146,6 +158,7 @@ def _stream_page(
         ],
         "server": _obs_server(detail),
         "services": Service.values,
+        "qualities": list(QUALITIES),
         "form": form or {"service": Service.CUSTOM},
         "errors": field_errors(error),
     }
@@ -271,15 +284,21 @@ def stream_delete(request: HttpRequest, stream: Stream) -> HttpResponse:
 
 @_stream_action
 def destination_add(request: HttpRequest, stream: Stream) -> HttpResponse:
-    form = form_values(request, "service", "streamKey", "serverUrl")
+    form = form_values(request, "service", "streamKey", "serverUrl", "quality")
 
     def add() -> None:
-        data = validate(DestinationAddApi.InputSerializer, form)
+        fields: dict[str, Any] = dict(form)
+        quality = fields.pop("quality", None)
+        if quality is not None and quality not in QUALITIES:
+            raise invalid_input("quality", "Choose one of the listed qualities.")
+        fields["transcode"] = QUALITIES.get(quality or "")
+        data = validate(DestinationAddApi.InputSerializer, fields)
         services.destination_add(
             stream=stream,
             service=data["service"],
             stream_key=data["streamKey"],
             server_url=data.get("serverUrl", ""),
+            transcode=data.get("transcode"),
         )
 
     error = attempt(add)

@@ -15,11 +15,12 @@ from tests.media.harness import Camera, Platform, publish, stop, wait_until
 pytestmark = [pytest.mark.media, pytest.mark.browser, pytest.mark.timeout(240)]
 
 
-def _add_custom_destination(page: Any, server_url: str, key: str) -> None:
+def _add_custom_destination(page: Any, server_url: str, key: str, quality: str = "") -> None:
     form = page.get_by_role("form", name="Add destination")
     form.get_by_label("Service").select_option("Custom")
     form.get_by_label("Server URL").fill(server_url)
     form.get_by_label("Stream key").fill(key)
+    form.get_by_label("Quality").select_option(quality)
     form.get_by_role("button", name="Add destination").click()
     expect(page.get_by_role("status")).to_contain_text("Destination added.")
 
@@ -50,7 +51,8 @@ def test_a_new_user_goes_live_from_the_dashboard(
 
     page.get_by_role("button", name="New stream").click()
     _add_custom_destination(page, youtube.base_url, "ytkey")
-    _add_custom_destination(page, twitch.base_url, "twkey")
+    _add_custom_destination(page, twitch.base_url, "twkey", quality="360p30")
+    expect(page.get_by_text("transcoded to 360p30 · 800 kb/s")).to_be_visible()
 
     obs = page.get_by_role("region", name="OBS settings")
     server = obs.get_by_label("Server", exact=True).input_value()

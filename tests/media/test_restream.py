@@ -263,18 +263,26 @@ def test_custom_srt_destination_gets_the_stream_beside_rtmp(
 def test_a_transcoded_destination_gets_its_profile_and_the_copy_is_untouched(
     rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Platform, tmp_path
 ) -> None:
-    """OBS sends 720p30; Twitch's destination asks for 360p at 15 fps, YouTube's copies."""
+    """OBS sends 720p30; Twitch's destination and a Custom one ask for 360p at 15 fps and
+    share one encoder; YouTube's copies."""
     stream = create_stream(streamer, YouTube="ytkey")
     profile = {"height": 360, "fps": 15, "videoBitrateKbps": 600, "audioBitrateKbps": 96}
-    response = streamer.post(
-        f"/streams/{stream['id']}/destination",
-        {"service": "Twitch", "streamKey": "twkey", "transcode": profile},
-        format="json",
-    )
-    assert response.status_code == 200, response.content
+    server = f"rtmp://127.0.0.1:{twitch.rtmp_port}/{twitch.app}"
+    for destination in (
+        {"service": "Twitch", "streamKey": "twkey"},
+        {"service": "Custom", "streamKey": "otherkey", "serverUrl": server},
+    ):
+        response = streamer.post(
+            f"/streams/{stream['id']}/destination",
+            {**destination, "transcode": profile},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
     rig.publish(stream["streamKey"], video_bitrate="2500k")  # 1280x720
     wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
-    wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
+    wait_until(lambda: {"twkey", "otherkey"} <= set(twitch.publishers()), 20)
+    encoders = ffmpeg_pids("libx264", f"/encoded/{stream['streamKey']}")
+    assert len(encoders) == 1, f"{len(encoders)} encoders for one profile"
     yt_client, _ = youtube.publishers()["ytkey"]
     width, height, rate = video_size(f"{youtube.base_url}/ytkey", tmp_path / "yt.flv")
     assert (width, height) == (1280, 720) and rate > 25
@@ -282,7 +290,7 @@ def test_a_transcoded_destination_gets_its_profile_and_the_copy_is_untouched(
     print(f"transcoded destination sees {width}x{height} at {rate:.1f} fps")
     assert (width, height) == (640, 360) and 13 <= rate <= 16
     assert _sees_audio_and_video(twitch, "twkey", tmp_path / "tw-av.flv")
-    wait_until(
-        lambda: relay_states(streamer, stream["id"]) == {"YouTube": "live", "Twitch": "live"}, 15
-    )
+    assert video_size(f"{twitch.base_url}/otherkey", tmp_path / "other.flv")[:2] == (640, 360)
+    everyone = {"YouTube": "live", "Twitch": "live", "Custom": "live"}
+    wait_until(lambda: relay_states(streamer, stream["id"]) == everyone, 15)
     assert youtube.publishers()["ytkey"][0] == yt_client  # the copy never restarted

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from agents.node.agent import Agent
+from agents.node.agent import Agent, _failing_encoders
 from agents.node.config import AgentConfig
 from agents.node.desired import desired_relays, publishers_to_drop
-from agents.node.protocol import agent_secret
+from agents.node.protocol import RelayState, agent_secret
+from agents.node.relay import RelaySnapshot
 
 
 class FakeControlPlane:
@@ -135,8 +136,52 @@ def test_a_new_session_is_a_new_spec() -> None:
     assert old.relay_id == new.relay_id and old != new  # the supervisor restarts it afresh
 
 
+def test_destinations_with_one_profile_share_one_encoder() -> None:
+    small = {"height": 360, "fps": 15, "videoBitrateKbps": 600, "audioBitrateKbps": 96}
+    other = {**small, "height": 480}
+    destinations = [
+        {"id": 1, "rtmpUrl": "rtmp://a/k1", "isActive": True},
+        {"id": 2, "rtmpUrl": "rtmp://b/k2", "isActive": True, "transcode": small},
+        {"id": 3, "rtmpUrl": "rtmp://c/k3", "isActive": True, "transcode": small},
+        {"id": 4, "rtmpUrl": "rtmp://d/k4", "isActive": True, "transcode": other},
+    ]
+    specs, _ = _desired([{**STREAM, "destinations": destinations}], {"key1": "7"})
+    by_id = {spec.relay_id: spec for spec in specs}
+    encoders = [spec for spec in specs if spec.relay_id.startswith("encode:")]
+    assert sorted(spec.transcode for spec in encoders) == [(360, 15, 600, 96), (480, 15, 600, 96)]
+    assert all(spec.source_url == "rtmp://127.0.0.1:1935/live/key1" for spec in encoders)
+    assert all(spec.session == "7" and not spec.destination_id for spec in encoders)
+    small_at = next(spec.target_url for spec in encoders if spec.transcode[0] == 360)
+    assert small_at.startswith("rtmp://127.0.0.1:1935/encoded/key1_")
+    assert by_id["s1:2"].source_url == by_id["s1:3"].source_url == small_at
+    assert by_id["s1:1"].source_url == "rtmp://127.0.0.1:1935/live/key1"
+    # Every destination relay copies: only the encoders encode.
+    assert all(by_id[f"s1:{n}"].transcode is None for n in (1, 2, 3, 4))
+
+
 def test_publishers_without_a_live_session_here_are_dropped() -> None:
     publishers = {"key1": "7", "revoked": "3"}
     assert publishers_to_drop([STREAM], publishers) == ["revoked"]
     assert publishers_to_drop([STREAM], {"key1": "6"}) == ["key1"]  # a replaced session
     assert publishers_to_drop([{**STREAM, "clientId": ""}], {"key1": "6"}) == []
+
+
+def test_a_failing_encoder_is_the_error_of_the_destinations_it_feeds() -> None:
+    profile = {"height": 360, "fps": 15, "videoBitrateKbps": 600, "audioBitrateKbps": 96}
+    destinations = [
+        {"id": 1, "rtmpUrl": "rtmp://a/k1", "isActive": True},
+        {"id": 2, "rtmpUrl": "rtmp://b/k2", "isActive": True, "transcode": profile},
+    ]
+    specs, _ = _desired([{**STREAM, "destinations": destinations}], {"key1": "7"})
+    [encoder] = [spec.relay_id for spec in specs if spec.relay_id.startswith("encode:")]
+
+    def snap(relay_id: str, state: RelayState, error: str | None) -> RelaySnapshot:
+        return RelaySnapshot(relay_id, state, None, None, 0, 0, 0.0, error, (), None)
+
+    failing = [
+        snap(encoder, RelayState.RECONNECTING, "Unknown encoder 'libx264'"),
+        snap("s1:1", RelayState.RECONNECTING, "stalled"),
+        snap("s1:2", RelayState.RECONNECTING, "stalled: no data for 15s"),
+    ]
+    assert _failing_encoders(failing, specs) == {"s1:2": "encoder: Unknown encoder 'libx264'"}
+    assert _failing_encoders([snap(encoder, RelayState.LIVE, "old")], specs) == {}
