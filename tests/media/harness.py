@@ -153,7 +153,17 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def publish(url: str, log: Path, video_bitrate: str = "800k") -> subprocess.Popen:
+# How publish() sends: RTMP (as OBS), MPEG-TS (an SRT caller or listener), HLS files.
+MUXERS = {
+    "flv": ["-f", "flv"],
+    "mpegts": ["-f", "mpegts"],
+    "hls": ["-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments"],
+}
+
+
+def publish(
+    url: str, log: Path, video_bitrate: str = "800k", muxer: str = "flv"
+) -> subprocess.Popen:
     """OBS stand-in: a test pattern with sound, H.264/AAC, 2-s GOP, in real time (a constant
     bitrate when ``video_bitrate`` is given in full, as OBS's CBR would send it)."""
     cbr = ["-minrate", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate]
@@ -164,7 +174,7 @@ def publish(url: str, log: Path, video_bitrate: str = "800k") -> subprocess.Pope
          "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
          "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "60",
          "-b:v", video_bitrate, *(cbr if video_bitrate != "800k" else []),
-         "-c:a", "aac", "-b:a", "96k", "-f", "flv", url],
+         "-c:a", "aac", "-b:a", "96k", *MUXERS[muxer], url],
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
     )  # fmt: skip

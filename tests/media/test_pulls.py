@@ -2,7 +2,10 @@
 into its ingest and fans it out to every destination, as it does a push; viewers at the
 destinations decode the frames."""
 
+import functools
+import threading
 import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from tests.media.harness import (
     Camera,
     Platform,
     ffmpeg_pids,
+    free_port,
     picture_moves,
     publish,
     stop,
@@ -124,3 +128,39 @@ def test_rtmp_source_is_pulled_and_pushing_to_its_key_is_refused(
     finally:
         stop(upstream)
         server.stop()
+
+
+@pytest.mark.parametrize("kind", ["srt", "hls"])
+def test_srt_and_hls_sources_are_pulled(
+    kind: str, rig: RigNode, streamer: APIClient, youtube: Platform, tmp_path: Path
+) -> None:
+    """An SRT sender waiting for a caller (as an encoder in listener mode does), and an HLS
+    playlist on an HTTP server (a CDN's, a camera's): both reach the destination."""
+    server: ThreadingHTTPServer | None = None
+    if kind == "srt":
+        port = free_port()
+        url = f"srt://127.0.0.1:{port}"
+        upstream = publish(f"{url}?mode=listener", tmp_path / "upstream.log", muxer="mpegts")
+    else:
+        files = tmp_path / "hls"
+        files.mkdir()
+        upstream = publish(str(files / "index.m3u8"), tmp_path / "upstream.log", muxer="hls")
+        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(files))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/index.m3u8"
+        wait_until(lambda: (files / "index.m3u8").exists(), 15)
+    try:
+        stream = create_stream(streamer, YouTube="ytkey")
+        pull(streamer, stream["id"], url)
+        wait_until(lambda: "ytkey" in youtube.publishers(), 40)
+        frames = viewer_frames(f"{youtube.base_url}/ytkey", tmp_path / "yt.flv")
+        assert frames.get("video", 0) > 60 and frames.get("audio", 0) > 60, frames
+        # Live, at the source's frame rate once the first burst has settled.
+        wait_until(lambda: (source_of(streamer, stream["id"])["fps"] or 0) > 20, 20)
+        assert source_of(streamer, stream["id"])["pullUrl"] == url
+    finally:
+        stop(upstream)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
