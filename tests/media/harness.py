@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -278,6 +279,25 @@ def stop(process: subprocess.Popen | None, timeout: float = 5) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def tls_server_context(directory: Path) -> ssl.SSLContext:
+    """A server TLS context with a fresh self-signed certificate (an RTMPS endpoint's)."""
+    if not shutil.which("openssl"):
+        raise AssertionError("needs openssl to make a certificate: `make test` installs it")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class Proxy:

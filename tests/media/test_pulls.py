@@ -5,6 +5,7 @@ destinations decode the frames."""
 import functools
 import threading
 import time
+from collections.abc import Callable
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from tests.media.conftest import RigNode, create_stream, detail_of, relay_states
 from tests.media.harness import (
     Camera,
     Platform,
+    Proxy,
     ffmpeg_pids,
     free_port,
     picture_moves,
     publish,
     stop,
+    tls_server_context,
     viewer_frames,
     wait_until,
 )
@@ -130,14 +133,23 @@ def test_rtmp_source_is_pulled_and_pushing_to_its_key_is_refused(
         server.stop()
 
 
-@pytest.mark.parametrize("kind", ["srt", "hls"])
-def test_srt_and_hls_sources_are_pulled(
+@pytest.mark.parametrize("kind", ["srt", "hls", "rtmps"])
+def test_srt_hls_and_rtmps_sources_are_pulled(
     kind: str, rig: RigNode, streamer: APIClient, youtube: Platform, tmp_path: Path
 ) -> None:
-    """An SRT sender waiting for a caller (as an encoder in listener mode does), and an HLS
-    playlist on an HTTP server (a CDN's, a camera's): both reach the destination."""
+    """An SRT sender waiting for a caller (as an encoder in listener mode does), an HLS
+    playlist on an HTTP server (a CDN's, a camera's), an RTMPS server: each reaches the
+    destination."""
     server: ThreadingHTTPServer | None = None
-    if kind == "srt":
+    closing: list[Callable[[], None]] = []
+    if kind == "rtmps":
+        origin = Platform(tmp_path, "src").start()
+        closing.append(origin.stop)
+        upstream = publish(f"{origin.base_url}/cam", tmp_path / "upstream.log")
+        tls = Proxy(free_port(), origin.rtmp_port, tls=tls_server_context(tmp_path))
+        closing.append(tls.close)
+        url = f"rtmps://127.0.0.1:{tls.port}/src/cam"
+    elif kind == "srt":
         port = free_port()
         url = f"srt://127.0.0.1:{port}"
         upstream = publish(f"{url}?mode=listener", tmp_path / "upstream.log", muxer="mpegts")
@@ -164,3 +176,5 @@ def test_srt_and_hls_sources_are_pulled(
         if server is not None:
             server.shutdown()
             server.server_close()
+        for close in closing:
+            close()

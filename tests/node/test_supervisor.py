@@ -29,7 +29,7 @@ import pytest
 
 from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
 from agents.node.supervisor import Supervisor
-from tests.media.harness import INGEST, Platform, Proxy
+from tests.media.harness import INGEST, Platform, Proxy, tls_server_context
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -248,21 +248,7 @@ def make_supervisor() -> Iterator[Callable[..., Supervisor]]:
 
 @pytest.fixture
 def tls_context(tmp_path: Path) -> ssl.SSLContext:
-    if not shutil.which("openssl"):
-        pytest.fail("needs openssl to make a certificate: `make test` installs it")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
-            *("-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context
+    return tls_server_context(tmp_path)
 
 
 # --- without media -------------------------------------------------------------------------
