@@ -379,21 +379,10 @@ class RelayRunner:
             self._last_advance = now
             # Live is what a viewer sees: bytes arriving and, in them, video frames with
             # timestamps moving on (not audio alone, not a picture frozen on one timestamp).
-            if previous is not None and _picture_moved(previous, progress):
+            if previous is not None and progress.picture_moved_since(previous):
                 self._last_picture = now
                 if self._state is not RelayState.LIVE and not self._peer_stuck():
                     self._set_state(RelayState.LIVE)
                     self._went_live = True
                     self._failures = 0
                     self._last_error = None  # recovered: the old error is history (the log)
-
-
-def _picture_moved(before: Progress, after: Progress) -> bool:
-    return (
-        after.frame is not None
-        and before.frame is not None
-        and after.frame > before.frame
-        and after.out_time_us is not None
-        and before.out_time_us is not None
-        and after.out_time_us > before.out_time_us
-    )

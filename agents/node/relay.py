@@ -227,6 +227,17 @@ class Progress:
     frame: int | None = None
     ended: bool = False  # the block ended with ``progress=end``: the process is finishing
 
+    def picture_moved_since(self, before: Progress) -> bool:
+        """More video frames, with later timestamps, than in ``before``: a moving picture."""
+        return (
+            self.frame is not None
+            and before.frame is not None
+            and self.frame > before.frame
+            and self.out_time_us is not None
+            and before.out_time_us is not None
+            and self.out_time_us > before.out_time_us
+        )
+
 
 def _float(value: str) -> float | None:
     try:
