@@ -76,7 +76,7 @@ class Agent:
         self._served: dict[str, str] = {}  # nginx's publishers the last reconcile acted on
         self._seen: set[tuple[str, str]] = set()  # (key, client id) nginx has listed
         self._log_sent: dict[str, int] = {}  # relay id -> its log lines the control plane has
-        self._reconcile_lock = threading.Lock()  # the loop's and a publish hook's
+        self._reconcile_span = (0.0, 0.0)  # (monotonic) when the loop's last reconcile began, ended
         self._wake = threading.Event()
         self._report_now = threading.Event()
         self._stopping = threading.Event()
@@ -93,37 +93,42 @@ class Agent:
         admitted the session, its relays (and recording) start at once, as players waiting on
         the name, and only then is nginx told yes. nginx-rtmp keeps no GOP: a relay that joins
         after the publisher waits for its next keyframe (2 s with OBS's usual setting), one
-        that is already there gets the stream from its first frame. The wait is bounded: a
-        slow start only costs that keyframe, and nginx's 5-s hook timeout is never reached.
-        The answer nginx gets is 200 or a refusal (never a 3xx: that would rename the stream).
-        """
-        started = time.monotonic()
-        status = self.control.admit_publish(form, timeout=_ADMIT_TIMEOUT_S)
+        that is already there gets the stream from its first frame. Both waits are bounded by
+        the clock (3 s to ask, 1 s for the relays), within nginx's 5-s hook timeout: a slow
+        start only costs that keyframe. nginx gets 200 or a refusal, never a 3xx (that would
+        accept the publisher and rename the stream)."""
+        admitted = time.monotonic()
+        answer: list[int] = []
+        asking = threading.Thread(
+            target=lambda: answer.append(self.control.admit_publish(form, _ADMIT_TIMEOUT_S)),
+            name="admit",
+            daemon=True,
+        )
+        asking.start()
+        asking.join(_ADMIT_TIMEOUT_S)  # urllib's timeout bounds each step, not the whole call
+        status = answer[0] if answer else 504
         if not 200 <= status < 300:
             return status if status >= 400 else 403
         name = _first(form, "name")
-        deadline = started + _ADMIT_TIMEOUT_S + _PRESTART_S
-        if name and self._reconcile_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            try:
-                self._reconcile_locked()
-            except Exception:  # the watch starts them a moment later: the keyframe is lost
-                logger.exception("could not start the relays of a new session ahead")
-            finally:
-                self._reconcile_lock.release()
-            source = ingest.local_stream_url(self.config.rtmp_port, name)
-            waiting = sum(1 for spec in self._specs if spec.source_url == source)
-            while time.monotonic() < deadline and waiting:
-                with contextlib.suppress(OSError, ET.ParseError):
-                    if ingest.players(self.config.stat_url, name) >= waiting:
-                        break
-                time.sleep(0.05)
+        if name:
+            self._await_players(name, after=admitted, deadline=time.monotonic() + _PRESTART_S)
         return 200
 
-    def reconcile(self) -> None:
-        with self._reconcile_lock:
-            self._reconcile_locked()
+    def _await_players(self, name: str, *, after: float, deadline: float) -> None:
+        """Have the reconcile loop run now, then wait until the relays it wants on ``name``
+        play it (or the deadline)."""
+        self.nudge()
+        source = ingest.local_stream_url(self.config.rtmp_port, name)
+        while time.monotonic() < deadline:
+            began, ended = self._reconcile_span
+            if began > after and ended >= began:  # a reconcile that knew of the session
+                waiting = sum(1 for spec in self._specs if spec.source_url == source)
+                with contextlib.suppress(OSError, ET.ParseError):
+                    if ingest.players(self.config.stat_url, name) >= waiting:
+                        return
+            time.sleep(0.02)
 
-    def _reconcile_locked(self) -> None:
+    def reconcile(self) -> None:
         # Read nginx first: a key it lists was committed live before it got there, so the
         # control plane's answer (read after) includes it unless it has since been revoked.
         publishers = self._publishers()
@@ -176,6 +181,8 @@ class Agent:
     def _reconcile_loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            began = time.monotonic()
+            self._reconcile_span = (began, self._reconcile_span[1])
             try:
                 self.reconcile()
             except ControlPlaneError as error:
@@ -183,6 +190,7 @@ class Agent:
                 logger.warning("reconcile skipped: %s", error)
             except Exception:  # never let the loop die: the next poll tries again
                 logger.exception("reconcile failed")
+            self._reconcile_span = (began, time.monotonic())
             self._wake.wait(self.config.poll_interval)
 
     # --- reporting --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The node's HTTP client for the control plane's agent API (node-token authenticated)."""
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -67,9 +68,20 @@ class ControlPlane:
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with _NO_REDIRECTS.open(request, timeout=timeout) as response:
                 return int(response.status)
         except urllib.error.HTTPError as error:
-            return int(error.code)
-        except OSError:
+            return int(error.code)  # a 3xx too: the caller refuses anything but 2xx
+        except (OSError, http.client.HTTPException):
             return 502
+
+
+class _Refuse3xx(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not an address to follow: the publish hook never redirects, and
+    a followed POST would turn into a GET that some other page might answer 2xx."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Refuse3xx)

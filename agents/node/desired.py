@@ -56,6 +56,8 @@ def desired_relays(
                         target_url=encoders[profile],
                         session=session,
                         transcode=profile,
+                        local=True,
+                        gives_up=False,
                     )
                 )
             specs.append(
@@ -68,6 +70,7 @@ def desired_relays(
                     mute=bool(destination.get("isMuted", False)),
                     generation=int(destination.get("restartSeq", 0)),
                     session=session,
+                    gives_up=profile is None,
                 )
             )
     return specs, keys

@@ -49,6 +49,8 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
     secret = agent_secret(agent.config.token)
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 5  # seconds a client may take to send its request: none holds a thread
+
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
@@ -58,10 +60,15 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_POST(self) -> None:
-            length = min(int(self.headers.get("Content-Length") or 0), _FORM_BYTES)
-            form = self.rfile.read(length)
+            try:
+                length = max(0, min(int(self.headers.get("Content-Length") or 0), _FORM_BYTES))
+            except ValueError:
+                length = 0
             if self.path == "/hooks/publish":
-                return self._publish_hook(form)
+                if not self._from_this_host():
+                    return self._answer(404, {"message": "Not found", "errorCode": 1000})
+                return self._publish_hook(self.rfile.read(length))
+            self.rfile.read(length)
             if self.path.rstrip("/") != "/reconcile":
                 return self._answer(404, {"message": "Not found", "errorCode": 1000})
             if not self._authorized():
@@ -69,13 +76,16 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
             agent.nudge()
             return self._answer(202, {"message": "Reconciling", "payload": None})
 
+        def _from_this_host(self) -> bool:
+            """Only the node's own nginx calls the hook: from loopback, or from the address
+            the agent listens on (its own)."""
+            bound = self.server.server_address  # the listening socket's own address
+            own = ("127.0.0.1", "::1", str(bound[0] if isinstance(bound, tuple) else bound))
+            return str(self.client_address[0]) in own
+
         def _publish_hook(self, form: bytes) -> None:
-            """nginx's on_publish (Agent.admit_publish). Only the node's own nginx calls it
-            (from loopback, or from the address the agent listens on, which is its own): the
-            answer is a bare status, as nginx-rtmp reads nothing else."""
-            own = ("127.0.0.1", "::1", agent.config.listen_host)
-            if self.client_address[0] not in own:
-                return self._answer(404, {"message": "Not found", "errorCode": 1000})
+            """nginx's on_publish (Agent.admit_publish): a bare status, as nginx-rtmp reads
+            nothing else."""
             self.send_response(agent.admit_publish(form))
             self.send_header("Content-Length", "0")
             self.end_headers()

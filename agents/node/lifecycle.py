@@ -232,10 +232,11 @@ class RelayRunner:
 
     def _back_off(self, failure: str) -> None:
         """After a failed attempt: retry after the backoff (RECONNECTING), or give up (FAILED)
-        once ``failed_after`` attempts in a row never went live, or at once when the address
-        is one it may not connect to. A relay given up on waits for an order (restart, a new
-        spec: a changed destination, a new session) or for an unreachable destination to
-        answer again; it no longer knocks on a platform that keeps refusing the stream."""
+        once ``failed_after`` attempts in a row never went live (unless its spec retries for
+        ever). A relay given up on waits for an order (restart, a new spec: a changed
+        destination, a new session) or for an unreachable destination to answer again; it no
+        longer knocks on a platform that keeps refusing the stream, nor on an address it may
+        not reach."""
         with self._cond:
             if not self._want or self._kick:
                 return  # ordered away while it was failing: the order wins, no backoff
@@ -243,7 +244,7 @@ class RelayRunner:
                 self._failures += 1
             self._last_error = failure
             refused = failure.endswith(_REFUSED)
-            if refused or self._failures >= self._cfg.failed_after:
+            if self.spec.gives_up and self._failures >= self._cfg.failed_after:
                 self._set_state(RelayState.FAILED)
                 self._event(
                     f"{failure}; gave up after {self._failures} attempts in a row: "

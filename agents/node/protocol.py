@@ -40,8 +40,9 @@ class RelayState(StrEnum):
     STARTING: process launched, no picture yet. LIVE: video frames with advancing timestamps
     reached the target within the last ``live_window`` seconds. RECONNECTING: waiting to
     retry, or retried and not live yet (also a running relay whose picture stopped). FAILED:
-    rig has given up: ``failed_after`` attempts in a row never went live, or the destination
-    now resolves to an address the node may not reach. It tries again when ordered (restart,
+    rig has given up: ``failed_after`` attempts in a row never went live (a wrong key, a
+    destination that now resolves inward; never for a spec that does not give up, such as a
+    shared encoder and what it feeds). It tries again when ordered (restart,
     a changed destination, a new session), or as soon as a destination that was unreachable
     answers again. STOPPED: ordered stopped or removed.
     """

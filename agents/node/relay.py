@@ -55,12 +55,20 @@ class RelaySpec:
     # A pull: the source is the stream's remote pullUrl (a camera, a server) and the target
     # this node's own ingest, so the pulled stream is published like OBS would.
     pull: bool = False
-    # A transcode profile for this destination: (height, fps, video kb/s, audio kb/s).
+    # A transcode profile: (height, fps, video kb/s, audio kb/s); a stream's shared encoder.
     transcode: tuple[int, int, int, int] | None = None
+    # Both ends on this node (an encoder): no address check, nothing to probe.
+    local: bool = False
+    # Whether rig gives up after failed_after attempts in a row. Not for a relay whose input
+    # may fail and come back by itself (an encoder, and what copies from one): it retries.
+    gives_up: bool = True
 
     @property
     def remote_url(self) -> str:
-        """The URL outside this node: what the SSRF guard checks and the probe knocks on."""
+        """The URL outside this node: what the SSRF guard checks and the probe knocks on
+        (none for a local relay)."""
+        if self.local:
+            return ""
         return self.source_url if self.pull else self.target_url
 
     def __repr__(self) -> str:
@@ -175,8 +183,10 @@ def relay_secrets(spec: RelaySpec) -> tuple[str, ...]:
     if spec.pull:
         return _pull_secrets(spec)
     parts = urllib.parse.urlsplit(spec.target_url)
-    # The rig stream key, in the source URL: ffmpeg's input errors quote it.
-    found: list[str] = [spec.source_url.rsplit("/", 1)[-1]]
+    # The rig stream key, in the source URL: ffmpeg's input errors quote it (from an encoder,
+    # the name is the key and the profile: both, and the key alone).
+    name = spec.source_url.rsplit("/", 1)[-1]
+    found: list[str] = [name, name.rsplit("_", 3)[0]] if "/encoded/" in spec.source_url else [name]
     key = parts.path.rsplit("/", 1)[-1]
     found += [key, urllib.parse.unquote(key)]
     if parts.query:

@@ -30,33 +30,30 @@ _MSG = struct.Struct("=IHHII")  # nlmsghdr
 _REQ = struct.Struct("=BBBxI48x")  # inet_diag_req_v2 (the socket id left empty: every socket)
 _DIAG = struct.Struct("=BBBB48xIIIII")  # inet_diag_msg: ..., expires, rqueue, wqueue, uid, inode
 _BYTES_ACKED = struct.Struct("=Q")  # tcp_info.tcpi_bytes_acked at 120
-_NOTSENT = struct.Struct("=I")  # tcp_info.tcpi_notsent_bytes at 144
-_RWND_LIMITED = struct.Struct("=Q")  # tcp_info.tcpi_rwnd_limited (µs) at 176
-_SND_WND = struct.Struct("=I")  # tcp_info.tcpi_snd_wnd at 228 (Linux 6.2+)
+_SND_WND = struct.Struct("=I")  # tcp_info.tcpi_snd_wnd at 228 (older kernels: a shorter struct)
 _DUMP_EVERY_S = 1.0
 
 _lock = threading.Lock()
-_cached: tuple[float, dict[int, tuple[int, int, int, int]]] = (-1e9, {})
+_cached: tuple[float, dict[int, tuple[int, int, int]]] = (-1e9, {})
 
 
-def tcp_windows() -> dict[int, tuple[int, int, int, int]]:
-    """{socket inode: (bytes acknowledged, the peer's advertised window, bytes waiting to be
-    sent)} for every established TCP socket of this host, at most a second old; {} where
-    unknown."""
+def tcp_windows() -> tuple[float, dict[int, tuple[int, int, int]]]:
+    """When (monotonic) and {socket inode: (bytes acknowledged, the peer's advertised window,
+    bytes sent or queued but not acknowledged)} for every established TCP socket of this host,
+    at most a second old; {} where unknown."""
     global _cached
     with _lock:
-        taken, windows = _cached
-        if time.monotonic() - taken >= _DUMP_EVERY_S:
-            windows = {}
+        if time.monotonic() - _cached[0] >= _DUMP_EVERY_S:
+            windows: dict[int, tuple[int, int, int]] = {}
             for family in (socket.AF_INET, socket.AF_INET6):
                 with contextlib.suppress(OSError):
                     windows.update(_dump(family))
             _cached = (time.monotonic(), windows)
-        return windows
+        return _cached
 
 
-def _dump(family: int) -> dict[int, tuple[int, int, int, int]]:
-    found: dict[int, tuple[int, int, int, int]] = {}
+def _dump(family: int) -> dict[int, tuple[int, int, int]]:
+    found: dict[int, tuple[int, int, int]] = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as sock:
         request = _REQ.pack(family, socket.IPPROTO_TCP, 1 << (_INET_DIAG_INFO - 1),
                             1 << _TCP_ESTABLISHED)  # fmt: skip
@@ -71,15 +68,13 @@ def _dump(family: int) -> dict[int, tuple[int, int, int, int]]:
                 if kind in (_NLMSG_DONE, _NLMSG_ERROR) or length < _MSG.size:
                     return found
                 body = offset + _MSG.size
-                inode = _DIAG.unpack_from(data, body)[-1]
+                _, _, queued, _, inode = _DIAG.unpack_from(data, body)[-5:]
                 info = _attribute(data, body + _DIAG.size, offset + length, _INET_DIAG_INFO)
                 if info is not None and info[1] - info[0] >= 232:
                     start = info[0]
                     acked = _BYTES_ACKED.unpack_from(data, start + 120)[0]
                     window = _SND_WND.unpack_from(data, start + 228)[0]
-                    waiting = _NOTSENT.unpack_from(data, start + 144)[0]
-                    limited = _RWND_LIMITED.unpack_from(data, start + 176)[0]
-                    found[inode] = (acked, window, waiting, limited)
+                    found[inode] = (acked, window, queued)
                 offset += (length + 3) & ~3
 
 
@@ -116,42 +111,37 @@ class PeerReading:
     """Follows the busiest TCP connection of one process (a relay's output: it sends far more
     than its input does) and tells how long its peer has not been reading what it is sent.
 
-    A second counts as not reading when the peer made room for less than a quarter of the
-    bytes it acknowledged (its buffers fill: a hung reader), or when the sender spent most of
-    it waiting for the peer's window (they are full: a reader that stopped, or reads too slowly
-    for the stream). Both compare the peer with the stream itself, whatever its bitrate."""
+    An interval between two dumps counts as not reading when the peer made room for less than
+    a quarter of the bytes it acknowledged (its buffers fill: a hung reader), or, its buffers
+    full, acknowledged nothing while bytes wait for it. A slow link or a small window does not
+    count: such a reader frees room as fast as it takes bytes."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._next = 0.0
-        self._last: tuple[int, float, int, int, int] | None = (
-            None  # inode, time, acked, edge, limited
-        )
-        self._since: float | None = None  # start of the current run of seconds not reading
+        self._last: tuple[int, float, int, int] | None = None  # inode, dump time, acked, edge
+        self._since: float | None = None  # start of the current run of not reading
 
     def not_reading_for(self, now: float) -> float:
         """Seconds the peer has not been reading; 0 when it reads, or when nothing is known
         (no TCP output: SRT; no sock_diag)."""
-        if now >= self._next:
-            self._next = now + _DUMP_EVERY_S
-            self._sample(now)
+        taken, windows = tcp_windows()
+        if self._last is None or taken != self._last[1]:
+            self._sample(taken, windows)
         return now - self._since if self._since is not None else 0.0
 
-    def _sample(self, now: float) -> None:
-        windows = tcp_windows()
+    def _sample(self, taken: float, windows: dict[int, tuple[int, int, int]]) -> None:
         mine = [(windows[inode], inode) for inode in socket_inodes(self.pid) if inode in windows]
         if not mine:
             self._last = self._since = None
             return
-        (acked, window, _, limited), inode = max(mine)
-        last, self._last = self._last, (inode, now, acked, acked + window, limited)
+        (acked, window, queued), inode = max(mine)
+        last, self._last = self._last, (inode, taken, acked, acked + window)
         if last is None or last[0] != inode:
             self._since = None
             return
-        _, then, acked_then, edge_then, limited_then = last
+        _, then, acked_then, edge_then = last
         sent, room = acked - acked_then, acked + window - edge_then
-        waited_s = max(0, limited - limited_then) / 1e6
-        if (sent > 0 and 4 * room < sent) or waited_s > (now - then) / 2:
+        if (sent > 0 and 4 * room < sent) or (sent == 0 and room <= 0 and queued > 0):
             self._since = then if self._since is None else self._since
         else:
             self._since = None

@@ -328,6 +328,31 @@ def test_a_platform_that_keeps_refusing_is_given_up_until_ordered(
         sup.shutdown(timeout=3)
 
 
+@pytest.mark.media
+def test_a_shared_encoder_runs_on_a_node_that_refuses_private_addresses(
+    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+) -> None:
+    """An encoder's both ends are on the node itself (its ingest): no address check applies,
+    and it retries for as long as it is wanted instead of giving up."""
+    sup = make_supervisor(private_ok=False)
+    profile = (360, 15, 600, 96)
+    encoder = RelaySpec(
+        "encode:s:360", ingest.source, ingest.dest("enc"), transcode=profile, local=True,
+        gives_up=False,
+    )  # fmt: skip
+    add(sup, encoder)
+    wait_state(sup, "encode:s:360", RelayState.LIVE, 20)
+    # Fed by it, a relay whose input is gone keeps retrying past failed_after.
+    port = free_port()
+    add(
+        sup,
+        RelaySpec("s:d", f"rtmp://127.0.0.1:{port}/encoded/x", ingest.dest("d"), gives_up=False),
+    )
+    time.sleep(5)  # at least five attempts with FAST's backoff (failed_after: 3)
+    assert snapshot(sup, "s:d").state is RelayState.RECONNECTING
+    assert snapshot(sup, "s:d").restarts >= 3
+
+
 def test_missing_ffmpeg_is_retried_and_reported(tmp_path: Path) -> None:
     recorder = Recorder()
     sup = Supervisor(ffmpeg=str(tmp_path / "no-ffmpeg"), on_change=recorder, **FAST)  # type: ignore[arg-type]
