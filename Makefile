@@ -38,7 +38,7 @@ help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
 	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1 (and chromium)"
 	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push); pull and transcode costs"
-	@echo "make bench-api  /agents/config requests per second under gunicorn (wrk, Postgres)"
+	@echo "make bench-api  agent endpoints (rps) and the publish hook (latency) under gunicorn, Postgres"
 
 system-deps:
 	@missing=""; \
@@ -99,7 +99,7 @@ bench: system-deps camera-deps venv
 bench-api: venv
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
-	$(BIN)/python -m bench.agent_config
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(RUN) db.sqlite3

@@ -182,6 +182,7 @@ class PublishHookApi(APIView):
     @payload(HookResultPayload, request=HookForm, errors=HOOK_ERRORS)
     @observe_hook
     def post(self, request: Request, token: str, event: str) -> Response:
+        started = time.perf_counter()
         node = selectors.node_by_token(token=token)
         if node is None:
             raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
@@ -190,7 +191,6 @@ class PublishHookApi(APIView):
             raise not_found("Application")
         if not _CLIENT_ID.fullmatch(client_id):  # nginx's ids are small integers
             raise invalid_input("clientid", "Must be nginx's numeric client id.")
-        started = time.perf_counter()
         if event == "publish":
             pull_token = _first(request, "pull")  # a pulled source's publish carries it
             sessions.publish_start(node=node, key=key, client_id=client_id, pull_token=pull_token)

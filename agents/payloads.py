@@ -49,7 +49,9 @@ class StatusRecordedPayload(serializers.Serializer):
 
 class HookResultPayload(serializers.Serializer):
     event = serializers.CharField()
-    ms = serializers.FloatField(help_text="Time spent deciding, in milliseconds.")
+    ms = serializers.FloatField(
+        help_text="Time the view spent (token, form, decision), in milliseconds."
+    )
 
 
 class HookForm(serializers.Serializer):

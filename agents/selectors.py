@@ -5,21 +5,60 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Prefetch
+from django.db.models import Count
 from django.utils import timezone
 
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
+from rig.queries import CompiledQuery, columns, instance
 from streams.destinations import destination_fields
-from streams.models import Destination, Session
+from streams.models import Destination, Session, Stream
 from streams.recordings import owners_over_quota
-from streams.selectors import live_streams, relays_wanted, stream_by_key
+from streams.selectors import STREAM_KEY, live_streams, relays_wanted
+
+# Every agent request reads its node by token and most read destinations: compiled once
+# (rig.queries). The placeholders are values no real row or key has.
+_NODE = columns(IngestNode)
+# What a Stream Config item reads of a destination (destination_fields, restartSeq).
+_DESTINATION = [
+    "id",
+    "service",
+    "stream_key",
+    "server_url",
+    "is_active",
+    "is_muted",
+    "transcode",
+    "restart_seq",
+]
+_DESTINATIONS = [f"destinations__{name}" for name in _DESTINATION]
+_node_by_token_hash = CompiledQuery(
+    lambda digest: IngestNode.objects.filter(token_hash=digest).values_list(*_NODE)[:1],
+    digest="\x1fplaceholder-token-hash",
+)
+_stream_destinations = CompiledQuery(
+    lambda key: (
+        Stream.objects.filter(stream_key=key)
+        .values_list(*_DESTINATIONS)
+        .order_by("destinations__id")
+    ),
+    key="\x1fplaceholder-stream-key",
+)
+_node_live_streams = CompiledQuery(
+    lambda node_id: (
+        live_streams()
+        .filter(session__node_id=node_id, is_active=True)
+        .values_list("id", "stream_key", "record", "owner_id", "session__client_id", *_DESTINATIONS)
+        .order_by("id", "destinations__id")
+    ),
+    node_id=-(2**62) + 7,
+)
 
 
 def node_by_token(*, token: str) -> IngestNode | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    return IngestNode.objects.filter(token_hash=token_hash(token)).first()
+    rows = _node_by_token_hash.rows(digest=token_hash(token))
+    return instance(IngestNode, _NODE, rows[0]) if rows else None
 
 
 def _config_item(destination: Destination) -> dict[str, Any]:
@@ -27,36 +66,44 @@ def _config_item(destination: Destination) -> dict[str, Any]:
     return {**destination_fields(destination), "restartSeq": destination.restart_seq}
 
 
+def _config_items(rows: list[list[Any]], start: int) -> list[dict[str, Any]]:
+    """Stream Config items from rows whose destination columns begin at ``start`` (a stream
+    without destinations is one row of None there)."""
+    return [
+        _config_item(instance(Destination, _DESTINATION, row[start:]))
+        for row in rows
+        if row[start] is not None
+    ]
+
+
 def agent_config_for_key(*, key: str) -> list[dict[str, Any]]:
-    """The seed's Stream Config payload: every destination, with isActive for the agent."""
-    stream = stream_by_key(key=key)
-    if stream is None:
+    """The seed's Stream Config payload: every destination, with isActive for the agent. One
+    query."""
+    rows = _stream_destinations.rows(key=key) if STREAM_KEY.fullmatch(key) else []
+    if not rows:
         raise not_found("Stream")
-    return [_config_item(d) for d in stream.destinations.order_by("id")]
+    return _config_items(rows, 0)
 
 
 def node_live_streams(*, node: IngestNode) -> list[dict[str, Any]]:
     """What should be live on this node right now, with each stream's destinations (the Stream
     Config items) and whether to record it: the agent's whole desired state in one answer and
-    two queries (three while a stream records), however many streams the node serves."""
-    streams = list(
-        live_streams()
-        .filter(session__node=node, is_active=True)
-        .select_related("session")
-        .prefetch_related(Prefetch("destinations", Destination.objects.order_by("id")))
-        .order_by("id")
-    )
-    over = owners_over_quota({s.owner_id for s in streams if s.record})
+    one query (two while a stream records), however many streams the node serves."""
+    by_stream: dict[Any, list[list[Any]]] = {}
+    for row in _node_live_streams.rows(node_id=node.pk):
+        by_stream.setdefault(row[0], []).append(row)
+    over = owners_over_quota({rows[0][3] for rows in by_stream.values() if rows[0][2]})
     return [
         {
-            "streamID": str(s.id),
-            "streamKey": s.stream_key,
-            "clientId": s.session.client_id if s.session else "",
-            "destinations": [_config_item(d) for d in s.destinations.all()],
+            "streamID": str(stream_id),
+            "streamKey": key,
+            "clientId": client_id,
+            "destinations": _config_items(rows, 5),
             # Record this session (streams.recordings): on, and within the owner's quota.
-            "record": s.record and s.owner_id not in over,
+            "record": record and owner_id not in over,
         }
-        for s in streams
+        for stream_id, rows in by_stream.items()
+        for _, key, record, owner_id, client_id, *_ in rows[:1]
     ]
 
 

@@ -80,8 +80,9 @@ def _spec(pull: Pull, stream_key: str) -> RelaySpec:
 
 
 def pull_admits(*, stream: Stream, node: IngestNode, token: str) -> None:
-    """On publish: a pull-mode stream takes only its own pull, on the node that pulls it."""
-    pull = Pull.objects.filter(stream=stream).first()
+    """On publish: a pull-mode stream takes only its own pull, on the node that pulls it (the
+    stream comes with its pull, if it has one: streams.selectors.stream_by_key_for_update)."""
+    pull: Pull | None = getattr(stream, "pull", None)
     if pull is None:
         return
     if pull.node_id != node.pk or not hmac.compare_digest(

@@ -10,10 +10,12 @@ from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from accounts.models import User
+from agents.models import IngestNode
 from agents.node.protocol import LOG_LINES_KEPT, DisplayState, RelayState
 from agents.node.relay import redact
 from rig.api import int_id, invalid_input, not_found
-from streams.models import Destination, Relay, Session, Stream
+from rig.queries import CompiledQuery, columns, instance
+from streams.models import Destination, Pull, Relay, Session, Stream
 
 
 def uuid_or_none(value: str) -> uuid.UUID | None:
@@ -88,14 +90,71 @@ def relays_wanted() -> QuerySet[Destination]:
     )
 
 
-_STREAM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what new_stream_key() makes
+STREAM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what new_stream_key() makes
 
 
-def stream_by_key(*, key: str, for_update: bool = False) -> Stream | None:
-    if not _STREAM_KEY.fullmatch(key):  # NUL and the like never reach the database
+# --- the publish hooks' reads, compiled once (rig.queries): they run under the locks every
+# publish on the node waits for. The placeholders are values no real row or key has.
+
+_NODE, _STREAM, _SESSION, _PULL = (columns(m) for m in (IngestNode, Stream, Session, Pull))
+_node_for_update = CompiledQuery(
+    lambda node_id: IngestNode.objects.select_for_update().filter(pk=node_id).values_list(*_NODE),
+    node_id=-(2**62) + 11,
+)
+_stream_for_update = CompiledQuery(
+    lambda key: (
+        Stream.objects.select_for_update(of=("self",))
+        .filter(stream_key=key)
+        .values_list(
+            *_STREAM,
+            *(f"session__{name}" for name in _SESSION),
+            *(f"pull__{name}" for name in _PULL),
+        )
+    ),
+    key="\x1fplaceholder-stream-key",
+)
+_relays_asked = CompiledQuery(
+    lambda node_id, stream_id: (
+        Destination.objects.filter(is_active=True)
+        .filter(
+            Q(stream_id=stream_id)
+            | Q(pk__in=relays_wanted().filter(stream__session__node_id=node_id).values("pk"))
+        )
+        .values_list("stream_id")
+    ),
+    node_id=-(2**62) + 13,
+    stream_id=uuid.UUID(int=13),
+)
+
+
+def node_for_update(*, node_id: int) -> IngestNode:
+    """The node's row, locked: it serializes the node's publishes (capacity)."""
+    return instance(IngestNode, _NODE, _node_for_update.rows(node_id=node_id)[0])
+
+
+def stream_by_key_for_update(*, key: str) -> Stream | None:
+    """The stream with this key, its row locked, with its latest session and its pull (if it
+    has one) read in the same query: the publish hooks' first read."""
+    if not STREAM_KEY.fullmatch(key):  # NUL and the like never reach the database
         return None
-    queryset = Stream.objects.select_for_update() if for_update else Stream.objects
-    return queryset.filter(stream_key=key).first()
+    rows = _stream_for_update.rows(key=key)
+    if not rows:
+        return None
+    row, session_at, pull_at = rows[0], len(_STREAM), len(_STREAM) + len(_SESSION)
+    stream = instance(Stream, _STREAM, row[:session_at])
+    if row[session_at] is not None:
+        stream.session = instance(Session, _SESSION, row[session_at:pull_at])
+    pull = instance(Pull, _PULL, row[pull_at:]) if row[pull_at] is not None else None
+    Stream.pull.related.set_cached_value(stream, pull)
+    return stream
+
+
+def relays_asked(*, node: IngestNode, stream: Stream) -> tuple[int, int]:
+    """(relays the node runs for its other live sessions, relays the stream would add): one per
+    active destination."""
+    stream_ids = [row[0] for row in _relays_asked.rows(node_id=node.pk, stream_id=stream.pk)]
+    wanted = stream_ids.count(stream.pk)
+    return len(stream_ids) - wanted, wanted
 
 
 def node_reporting(stream: Stream) -> bool:

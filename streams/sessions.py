@@ -22,7 +22,12 @@ from agents.node.protocol import RelayState
 from rig.api import ApiError, ErrorCode, not_found
 from rig.enqueue import enqueue_after_commit
 from streams.models import Session, Stream
-from streams.selectors import iso_or_none, relays_wanted, stream_by_key
+from streams.selectors import (
+    iso_or_none,
+    node_for_update,
+    relays_asked,
+    stream_by_key_for_update,
+)
 from webhooks.services import event_emit
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,7 @@ def session_end(stream: Stream, *, reason: str) -> None:
     session.relays.update(state=RelayState.STOPPED, bitrate_kbps=None, fps=None)
     nudge_after_commit(session.node_id)
     stream_event(stream, session, "stream.ended")
+    _sessions_prune(stream)
 
 
 # --- publish lifecycle (nginx-rtmp on_publish / on_publish_done, the agent's reports) -------
@@ -86,19 +92,13 @@ def _publisher_stale(session: Session, node: IngestNode) -> bool:
     return timezone.now() - session.publisher_seen_at > limit
 
 
-def _relays_on_node(node: IngestNode, *, besides: Stream) -> int:
-    """Relays the node runs for its live sessions (one per active destination)."""
-    return relays_wanted().filter(stream__session__node=node).exclude(stream=besides).count()
-
-
 def _check_node_admits(node: IngestNode, stream: Stream) -> None:
     """Refuse a publish the node cannot serve well, with a reason nginx logs and OBS retries."""
     if node.is_draining:
         raise ApiError(ErrorCode.IN_USE, "Node is draining: publish to another node", 503)
     if node.lost_at is not None:
         raise ApiError(ErrorCode.IN_USE, "Node is not reporting: publish to another node", 503)
-    wanted = stream.destinations.filter(is_active=True).count()
-    running = _relays_on_node(node, besides=stream)
+    running, wanted = relays_asked(node=node, stream=stream)
     if running + wanted > node.capacity:
         raise ApiError(
             ErrorCode.LIMIT_REACHED,
@@ -112,8 +112,8 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
 def publish_start(*, node: IngestNode, key: str, client_id: str, pull_token: str = "") -> Stream:
     # The node's row serializes its publishes, so two at once cannot both take the last slot.
     # Lock order everywhere: node, then stream (whose row guards its sessions).
-    node = IngestNode.objects.select_for_update().get(pk=node.pk)
-    stream = stream_by_key(key=key, for_update=True)
+    node = node_for_update(node_id=node.pk)
+    stream = stream_by_key_for_update(key=key)
     if stream is None:
         raise not_found("Stream")
     if not stream.is_active:
@@ -131,7 +131,6 @@ def publish_start(*, node: IngestNode, key: str, client_id: str, pull_token: str
     if live is not None:  # a session nobody vouches for any more ends here
         session_end(stream, reason="publisher replaced")
     session = session_open(stream=stream, node=node, client_id=client_id)
-    _sessions_prune(stream)
     nudge_after_commit(node.pk)
     stream_event(stream, session, "stream.live")
     return stream
@@ -156,7 +155,8 @@ def session_open(*, stream: Stream, node: IngestNode, client_id: str) -> Session
 
 
 def _sessions_prune(stream: Stream) -> None:
-    """A stream keeps its last RIG_SESSIONS_KEPT sessions as history."""
+    """A stream keeps its last RIG_SESSIONS_KEPT sessions as history (and the live one): pruned
+    when a session ends, off the publish hook's path."""
     old = stream.sessions.order_by("-started_at", "-id")[settings.RIG_SESSIONS_KEPT :]
     Session.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
 
@@ -216,7 +216,7 @@ def _session_resume(stream: Stream, session: Session) -> None:
 @transaction.atomic
 def publish_end(*, node: IngestNode, key: str, client_id: str) -> None:
     """Idempotent: only the session that ends is closed, whatever order hooks arrive in."""
-    stream = stream_by_key(key=key, for_update=True)
+    stream = stream_by_key_for_update(key=key)
     if stream is None:
         return
     session = stream.live_session

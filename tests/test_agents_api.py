@@ -4,6 +4,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -78,6 +80,19 @@ def test_config_seed_shape(node_client: APIClient, alice_stream: Stream) -> None
     ]
 
 
+def test_config_carries_transcode_profiles_in_one_query_after_the_node(
+    node_client: APIClient, alice_stream: Stream, django_assert_num_queries
+) -> None:
+    profile = {"height": 480, "fps": 30, "videoBitrateKbps": 1500, "audioBitrateKbps": 128}
+    DestinationFactory.create(stream=alice_stream, stream_key="copy")
+    DestinationFactory.create(stream=alice_stream, stream_key="small", transcode=profile)
+    with django_assert_num_queries(2):  # the node, the stream's destinations
+        payload = assert_ok(
+            node_client.get(f"/agents/config/{alice_stream.stream_key}"), "Stream Config"
+        )
+    assert [item["transcode"] for item in payload] == [None, profile]
+
+
 def test_config_without_destinations_is_empty(node_client: APIClient, alice_stream: Stream) -> None:
     assert (
         assert_ok(node_client.get(f"/agents/config/{alice_stream.stream_key}/"), "Stream Config")
@@ -120,6 +135,21 @@ def test_publish_accepts_and_marks_live(node_and_token, alice_stream: Stream) ->
     assert status["state"] == "live"  # no destinations: nothing to wait for
     assert status["node"] == "node1"
     assert status["ingestUrl"] == node.rtmp_url
+
+
+def test_publish_hook_does_its_work_in_seven_queries(node_and_token, alice_stream: Stream) -> None:
+    _, token = node_and_token
+    DestinationFactory.create_batch(3, stream=alice_stream)
+    for n in range(3):  # history to prune: that happens when a session ends, not here
+        form_hook(token, "publish", alice_stream.stream_key, clientid=str(n))
+        form_hook(token, "publish_done", alice_stream.stream_key, clientid=str(n))
+    # the node by token, the node locked, the stream locked with its session and pull, the
+    # relays the node runs, the new session, the stream's link to it, the owner's webhooks
+    with CaptureQueriesContext(connection) as done:
+        assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="9"), "OK")
+    # (the test's own transaction turns publish's into a savepoint: not a query of the hook)
+    assert len([q for q in done.captured_queries if "SAVEPOINT" not in q["sql"]]) == 7
+    assert session_of(alice_stream).client_id == "9"
 
 
 def test_publish_refusals(node_and_token, alice: User) -> None:
@@ -311,8 +341,9 @@ def test_live_streams_queries_do_not_grow_with_streams(
         DestinationFactory.create(stream=stream, stream_key=f"k{n}")
         form_hook(token, "publish", stream.stream_key, clientid=str(n))
     client = client_for(token=token)
-    with django_assert_num_queries(3):  # the node, its live streams, their destinations
-        assert len(assert_ok(client.get("/agents/streams"), "Live streams for node")) == 5
+    with django_assert_num_queries(2):  # the node, its live streams with their destinations
+        live = assert_ok(client.get("/agents/streams"), "Live streams for node")
+    assert sorted(s["destinations"][0]["streamKey"] for s in live) == [f"k{n}" for n in range(5)]
 
 
 def relay_report(destination_id: int, state: str = "live", **extra: object) -> dict:

@@ -105,7 +105,13 @@ def test_database_urls() -> None:
         "6543",
         "rig",
     )
-    assert pg["OPTIONS"] == {"sslmode": "require"}
+    assert pg["OPTIONS"] == {
+        "sslmode": "require",
+        "server_side_binding": True,
+        "prepare_threshold": 5,
+    }
+    behind_pgbouncer = database_from_url("postgres://db.example/rig?prepare_threshold=none")
+    assert behind_pgbouncer["OPTIONS"]["prepare_threshold"] is None
     assert database_from_url("sqlite:////tmp/x.db")["NAME"] == "/tmp/x.db"
     with pytest.raises(ValueError, match="mysql"):
         database_from_url("mysql://x/y")

@@ -1,14 +1,20 @@
-"""`make bench-api`: requests per second of `GET /agents/config/<key>` under gunicorn, with wrk.
+"""`make bench-api`: the control plane's agent endpoints under gunicorn, on Postgres.
 
 End to end in one command: a Postgres database of its own (created and migrated), an ingest node
-and a stream with four destinations, then for each gunicorn layout a production-like server
-(DEBUG=0, access log on) measured with `wrk` from a second process, /healthz first as the
-baseline of what the stack costs without a query. Prints rps, p50/p99 latency and the ratio.
+serving LIVE_STREAMS live streams of three destinations each, and a stream with four
+destinations; then for each gunicorn layout a production-like server (DEBUG=0, access log on):
+- requests per second with `wrk` from a second process: /healthz first, the baseline of what
+  the stack costs without a query, then `/agents/config/<key>` (the four destinations) and
+  `/agents/streams` (the node's whole desired state); rps, p50/p99 latency and the ratio;
+- the `on_publish` hook, HOOK_PUBLISHES publishes (each followed by its publish_done) one at a
+  time, HOOK_GAP_S apart as publishes come: p50/p99 of the time the view reports (`ms`) and of
+  the whole HTTP request as its client sees it (a new connection each, as nginx-rtmp makes).
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNECTIONS (16).
 """
 
+import json
 import os
 import re
 import socket
@@ -27,22 +33,32 @@ DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 DURATION_S = int(os.environ.get("BENCH_DURATION_S", "15"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+LIVE_STREAMS = 10
+HOOK_PUBLISHES = 300
+HOOK_GAP_S = 0.02
 LAYOUTS = {
     "2 workers x 4 threads (Procfile)": ["--workers", "2", "--threads", "4"],
     "4 sync workers": ["--workers", "4"],
 }
 
-SETUP = """
+SETUP = f"""
 from accounts.models import User
+from agents.models import IngestNode
 from streams.models import Destination, Stream
-user, _ = User.objects.get_or_create(username="bench", defaults={"email": "bench@example.com"})
-stream = Stream.objects.filter(owner=user).first()
-if stream is None:
-    from streams.services import new_stream_key
-    stream = Stream.objects.create(owner=user, stream_key=new_stream_key())
-for i in range(4 - stream.destinations.count()):
-    Destination.objects.create(stream=stream, service="YouTube", stream_key=f"bench-dest-{i}")
-print(stream.stream_key)
+from streams.services import new_stream_key
+from streams.sessions import publish_start
+user, _ = User.objects.get_or_create(username="bench", defaults={{"email": "bench@example.com"}})
+node = IngestNode.objects.get(name="bench-node")
+streams = list(Stream.objects.filter(owner=user).order_by("created_at"))
+for _ in range({LIVE_STREAMS} + 1 - len(streams)):
+    streams.append(Stream.objects.create(owner=user, stream_key=new_stream_key()))
+config, live = streams[0], streams[1 : {LIVE_STREAMS} + 1]
+for stream, wanted in [(config, 4)] + [(s, 3) for s in live]:
+    for i in range(wanted - stream.destinations.count()):
+        Destination.objects.create(stream=stream, service="YouTube", stream_key=f"bench-{{i}}")
+for n, stream in enumerate(live):
+    publish_start(node=node, key=stream.stream_key, client_id=str(1000 + n))
+print(config.stream_key)
 """
 
 
@@ -143,42 +159,84 @@ def wrk(url: str, token: str | None) -> dict[str, float]:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "p50": _ms(re.search(r"50%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
-        "p99": _ms(re.search(r"99%\s+(\S+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "non2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def publish_hooks(base: str, token: str, key: str) -> dict[str, float]:
+    """on_publish then on_publish_done, HOOK_PUBLISHES times; p50/p99 of publish's view time
+    and of its whole request."""
+    view, http = [], []
+    for n in range(HOOK_PUBLISHES):
+        for event in ("publish", "publish_done"):
+            form = f"app=live&name={key}&clientid={n}&call={event}".encode()
+            started = time.perf_counter()
+            with urllib.request.urlopen(
+                f"{base}/agents/hooks/{token}/{event}", form, timeout=5
+            ) as r:
+                body = json.load(r)
+            if event == "publish":
+                http.append((time.perf_counter() - started) * 1000)
+                view.append(body["payload"]["ms"])
+        time.sleep(HOOK_GAP_S)
+    return {
+        "view p50": _percentile(view, 0.5),
+        "view p99": _percentile(view, 0.99),
+        "http p50": _percentile(http, 0.5),
+        "http p99": _percentile(http, 0.99),
     }
 
 
 def main() -> None:
     token, stream_key = prepare()
     level = os.environ.get("RIG_LOG_LEVEL", "INFO")
-    print(f"wrk -t2 -c{CONNECTIONS} -d{DURATION_S}s; DEBUG=0, Postgres, RIG_LOG_LEVEL={level}")
+    print(
+        f"wrk -t2 -c{CONNECTIONS} -d{DURATION_S}s; DEBUG=0, Postgres, RIG_LOG_LEVEL={level}; "
+        f"the node serves {LIVE_STREAMS} live streams x 3 destinations"
+    )
     print(
         f"{'layout':34} {'endpoint':22} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}"
     )
+    hooks = {}
     for name, layout in LAYOUTS.items():
         port = _free_port()
         server = _start_gunicorn(layout, port)
         try:
             base = f"http://127.0.0.1:{port}"
-            config_url = f"{base}/agents/config/{stream_key}"
-            request = urllib.request.Request(
-                config_url, headers={"Authorization": f"Bearer {token}"}
-            )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                assert response.status == 200
-            healthz = wrk(f"{base}/healthz", None)
-            config = wrk(config_url, token)
-            for endpoint, result in (("/healthz", healthz), ("/agents/config/<key>", config)):
+            endpoints = {
+                "/healthz": (f"{base}/healthz", None),
+                "/agents/config/<key>": (f"{base}/agents/config/{stream_key}", token),
+                "/agents/streams": (f"{base}/agents/streams", token),
+            }
+            for url, bearer in endpoints.values():
+                headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+                with urllib.request.urlopen(urllib.request.Request(url, headers=headers)) as r:
+                    assert r.status == 200
+            healthz = None
+            for endpoint, (url, bearer) in endpoints.items():
+                result = wrk(url, bearer)
+                healthz = healthz or result
                 ratio = result["rps"] / healthz["rps"]
                 print(
                     f"{name:34} {endpoint:22} {result['rps']:8.0f} {result['p50']:8.2f} "
                     f"{result['p99']:8.2f} {ratio:10.2f}"
                     + (f"  ({result['non2xx']:.0f} non-2xx!)" if result["non2xx"] else "")
                 )
+            hooks[name] = publish_hooks(base, token, stream_key)
         finally:
             server.terminate()
             server.wait(15)
+    print(f"\non_publish, {HOOK_PUBLISHES} publishes {HOOK_GAP_S * 1000:.0f} ms apart (ms)")
+    print(f"{'layout':34} {'view p50':>9} {'view p99':>9} {'http p50':>9} {'http p99':>9}")
+    for name, result in hooks.items():
+        print(f"{name:34} " + " ".join(f"{value:9.2f}" for value in result.values()))
 
 
 if __name__ == "__main__":
