@@ -1,10 +1,13 @@
-"""Fan-out benchmark: rig's per-destination relays against nginx-rtmp's own `push`.
+"""Fan-out benchmark: rig's per-destination relays and its one-process fan-out against
+nginx-rtmp's own `push`.
 
 One run on this machine: a 6 Mb/s 720p30 stream (2-s GOP, pre-encoded, replayed with -c copy so
 the publisher costs nearly nothing) is fanned out to N destinations on a local nginx-rtmp sink,
-(a) through rig's Supervisor (one ffmpeg -c copy relay per leg) and (b) through `push` lines in
-the ingest nginx. Prints CPU % of one core and memory per leg, the ratios, and the time until a
-viewer at a destination decodes its first frame, against a publisher pushing there directly.
+(a) through rig's Supervisor (one ffmpeg -c copy relay per leg), (b) through agents.node.fanout
+(one process: ffmpeg plays the ingest once, Python writes every leg) and (c) through `push`
+lines in the ingest nginx. Prints CPU % of one core and memory per leg (every process the legs
+cost, the ingest's extra work included), the ratios to push, and the time until a viewer at a
+destination decodes its first frame, against a publisher pushing there directly.
 
     .venv/bin/python -m bench.fanout [--legs 1 4 10] [--seconds 10]
 """
@@ -12,6 +15,7 @@ viewer at a destination decodes its first frame, against a publisher pushing the
 import argparse
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +44,19 @@ def pss_kib(pid: int) -> int:
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
+
+
+def with_children(pid: int) -> list[int]:
+    """The process and its children (the fan-out's ffmpeg)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *map(int, children)]
+
+
+def start_fanout(source_url: str, targets: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "agents.node.fanout", source_url, *targets],
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def measure(pids: list[int], seconds: float) -> tuple[float, float]:
@@ -93,7 +110,7 @@ def latency(kind: str, source: Path, root: Path) -> float:
     """Seconds from publisher start to a viewer's first decoded frame at the destination."""
     sink = nginx(root, "dest")
     target = f"rtmp://127.0.0.1:{sink.rtmp_port}/dest/{kind}"
-    ingest = supervisor = None
+    ingest = supervisor = fan = None
     try:
         viewer_url = target
         if kind == "direct":
@@ -104,13 +121,16 @@ def latency(kind: str, source: Path, root: Path) -> float:
         else:
             ingest = nginx(root, "live")
             publish_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
-            supervisor = Supervisor(private_ok=True)
+            supervisor = Supervisor(private_ok=True) if kind == "rig" else None
         watching = viewer(viewer_url)
+        if kind == "fanout":  # as the agent would: asked in the publish hook, before nginx
+            fan = start_fanout(publish_url, [target])  # admits the publisher
         time.sleep(1)  # connected and waiting for the stream
         started = time.monotonic()
         pub = publisher(source, publish_url)
         if supervisor is not None:  # the agent starts relays as the publisher arrives
             supervisor.reconcile([RelaySpec("lat", publish_url, target)])
+
         try:
             watching.wait(30)
             return time.monotonic() - started
@@ -120,6 +140,9 @@ def latency(kind: str, source: Path, root: Path) -> float:
     finally:
         if supervisor is not None:
             supervisor.shutdown()
+        if fan is not None:
+            fan.terminate()
+            fan.wait(5)
         if ingest is not None:
             ingest.stop()
         sink.stop()
@@ -133,21 +156,30 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
     source_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
     pub = publisher(source, source_url)
     supervisor = Supervisor(private_ok=True) if kind == "rig" else None
+    fan = None
     try:
         time.sleep(2)
         if supervisor is not None:
             supervisor.reconcile(
                 RelaySpec(f"leg{i}", source_url, target) for i, target in enumerate(targets)
             )
+        if kind == "fanout" and legs:
+            fan = start_fanout(source_url, targets)
         time.sleep(4)  # every leg connected and past its first GOP
         pids = [ingest.pid]
         if supervisor is not None:
             pids += [s.pid for s in supervisor.states() if s.pid]
             assert len(pids) == legs + 1, "not every relay is running"
+        if fan is not None:
+            pids += with_children(fan.pid)
+            assert len(pids) == 3, "the fan-out's ffmpeg is not running"
         return measure(pids, seconds)
     finally:
         if supervisor is not None:
             supervisor.shutdown()
+        if fan is not None:
+            fan.terminate()
+            fan.wait(5)
         pub.terminate()
         pub.wait(5)
         ingest.stop()
@@ -172,23 +204,25 @@ def main() -> None:
             f"ingest with a 6 Mb/s publisher and no legs: {base_cpu:.2f}% CPU, {base_mem:.1f} MiB"
         )
         print(
-            f"{'legs':>4} | {'rig CPU%/leg':>12} {'rig MiB/leg':>11} | "
-            f"{'push CPU%/leg':>13} {'push MiB/leg':>12} | {'CPU ratio':>9} {'mem ratio':>9}"
+            f"{'legs':>4} | {'relays CPU%/leg':>15} {'MiB/leg':>7} | {'fan-out CPU%/leg':>16} "
+            f"{'MiB/leg':>7} | {'push CPU%/leg':>13} {'MiB/leg':>7} | "
+            f"{'relays/push':>11} {'fan-out/push':>12}"
         )
         for legs in args.legs:
-            rig_cpu, rig_mem = fanout("rig", legs, source, root, args.seconds)
-            push_cpu, push_mem = fanout("push", legs, source, root, args.seconds)
-            rig_leg = ((rig_cpu - base_cpu) / legs, (rig_mem - base_mem) / legs)
-            push_leg = ((push_cpu - base_cpu) / legs, (push_mem - base_mem) / legs)
+            per_leg = {}
+            for kind in ("rig", "fanout", "push"):
+                cpu, mem = fanout(kind, legs, source, root, args.seconds)
+                per_leg[kind] = ((cpu - base_cpu) / legs, (mem - base_mem) / legs)
+            (rig_cpu, rig_mem), (fan_cpu, fan_mem), (push_cpu, push_mem) = per_leg.values()
             print(
-                f"{legs:>4} | {rig_leg[0]:>12.2f} {rig_leg[1]:>11.1f} | "
-                f"{push_leg[0]:>13.2f} {push_leg[1]:>12.2f} | "
-                f"{ratio(rig_leg[0], push_leg[0]):>9} {ratio(rig_leg[1], push_leg[1]):>9}"
+                f"{legs:>4} | {rig_cpu:>15.2f} {rig_mem:>7.1f} | {fan_cpu:>16.2f} "
+                f"{fan_mem:>7.1f} | {push_cpu:>13.2f} {push_mem:>7.2f} | "
+                f"{ratio(rig_cpu, push_cpu):>11} {ratio(fan_cpu, push_cpu):>12}"
             )
         direct = latency("direct", source, root)
         print("first decoded frame at the destination, publisher starting at 0:")
         print(f"  direct push      {direct:.2f}s  (baseline)")
-        for kind in ("rig", "push"):
+        for kind in ("rig", "fanout", "push"):
             value = latency(kind, source, root)
             print(f"  via {kind:<12} {value:.2f}s  ({value / direct:.2f}x, +{value - direct:.2f}s)")
 
