@@ -2,9 +2,9 @@
 that demuxes a stream once and writes every destination from one process.
 
 Why: an ``ffmpeg -c copy`` relay makes about 2,500 system calls a second at 6 Mb/s (its RTMP
-writer sends each 4 KiB chunk and its 1-byte header apart); here each FLV tag goes out as one
-RTMP message in one write, its chunks built once per tag and shared by every destination, so a
-leg costs one write per tag (about 77 a second for 30 fps video and 48 kHz AAC).
+writer sends each 4 KiB chunk and its 1-byte header apart); here each FLV tag becomes one RTMP
+message whose chunks are built once and shared by every destination, and a leg's messages go
+out together when its owner flushes (agents.node.fanout: every 100 ms, ten writes a second).
 
 What is spoken (Adobe's RTMP 1.0 specification): the plain handshake (C0/C1/C2), Set Chunk Size
 (64 KiB), ``connect``, ``releaseStream``/``FCPublish``/``createStream`` and ``publish`` in AMF0,

@@ -1,6 +1,7 @@
 """The one-process fan-out (agents.node.fanout) against real servers: nginx-rtmp as the ingest
 and as the destinations, ffmpeg as the publisher and the viewers, a TLS endpoint for RTMPS.
-What a viewer at each destination decodes is what is asserted."""
+What a viewer at each destination decodes is what is asserted; `youtube` (tests/media/conftest)
+is the destinations' nginx-rtmp."""
 
 import subprocess
 import sys
@@ -33,13 +34,6 @@ def ingest(tmp_path: Path) -> Iterator[Platform]:
     platform.stop()
 
 
-@pytest.fixture
-def sink(tmp_path: Path) -> Iterator[Platform]:
-    platform = Platform(tmp_path, "dest").start()
-    yield platform
-    platform.stop()
-
-
 def fanout(source: str, *targets: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "agents.node.fanout", source, *targets],
@@ -54,39 +48,39 @@ def _decodes(url: str, out: Path) -> bool:
 
 
 def test_every_destination_decodes_audio_and_video(
-    ingest: Platform, sink: Platform, tmp_path: Path
+    ingest: Platform, youtube: Platform, tmp_path: Path
 ) -> None:
-    process = fanout(f"{ingest.base_url}/src", f"{sink.base_url}/a", f"{sink.base_url}/b")
+    process = fanout(f"{ingest.base_url}/src", f"{youtube.base_url}/a", f"{youtube.base_url}/b")
     try:
-        assert _decodes(f"{sink.base_url}/a", tmp_path / "a.flv")
-        assert _decodes(f"{sink.base_url}/b", tmp_path / "b.flv")
+        assert _decodes(f"{youtube.base_url}/a", tmp_path / "a.flv")
+        assert _decodes(f"{youtube.base_url}/b", tmp_path / "b.flv")
     finally:
         stop(process)
 
 
 def test_a_refusing_destination_leaves_the_others_live(
-    ingest: Platform, sink: Platform, tmp_path: Path
+    ingest: Platform, youtube: Platform, tmp_path: Path
 ) -> None:
     nobody = f"rtmp://127.0.0.1:{free_port()}/app/key"  # nothing listens there
-    wrong_app = f"rtmp://127.0.0.1:{sink.rtmp_port}/nosuchapp/key"  # nginx refuses it
-    process = fanout(f"{ingest.base_url}/src", nobody, wrong_app, f"{sink.base_url}/ok")
+    wrong_app = f"rtmp://127.0.0.1:{youtube.rtmp_port}/nosuchapp/key"  # nginx refuses it
+    process = fanout(f"{ingest.base_url}/src", nobody, wrong_app, f"{youtube.base_url}/ok")
     try:
-        assert _decodes(f"{sink.base_url}/ok", tmp_path / "ok.flv")
+        assert _decodes(f"{youtube.base_url}/ok", tmp_path / "ok.flv")
         assert process.poll() is None
     finally:
         stop(process)
 
 
 def test_a_destination_that_stops_reading_holds_nobody_back(
-    ingest: Platform, sink: Platform, tmp_path: Path
+    ingest: Platform, youtube: Platform, tmp_path: Path
 ) -> None:
-    proxy = Proxy(free_port(), sink.rtmp_port)
-    hung = f"rtmp://127.0.0.1:{proxy.port}/dest/hung"
-    process = fanout(f"{ingest.base_url}/src", hung, f"{sink.base_url}/ok")
+    proxy = Proxy(free_port(), youtube.rtmp_port)
+    hung = f"rtmp://127.0.0.1:{proxy.port}/yt/hung"
+    process = fanout(f"{ingest.base_url}/src", hung, f"{youtube.base_url}/ok")
     try:
-        assert _decodes(f"{sink.base_url}/hung", tmp_path / "before.flv")
+        assert _decodes(f"{youtube.base_url}/hung", tmp_path / "before.flv")
         proxy.stop_reading()  # the platform hangs: the connection stays open, nothing is read
-        assert _decodes(f"{sink.base_url}/ok", tmp_path / "ok.flv")
+        assert _decodes(f"{youtube.base_url}/ok", tmp_path / "ok.flv")
         assert process.poll() is None
     finally:
         stop(process)
@@ -94,14 +88,14 @@ def test_a_destination_that_stops_reading_holds_nobody_back(
 
 
 def test_an_rtmps_destination_gets_the_stream_over_verified_tls(
-    ingest: Platform, sink: Platform, tmp_path: Path
+    ingest: Platform, youtube: Platform, tmp_path: Path
 ) -> None:
     context = tls_server_context(tmp_path)
-    proxy = Proxy(free_port(), sink.rtmp_port, tls=context)
+    proxy = Proxy(free_port(), youtube.rtmp_port, tls=context)
     env = {"SSL_CERT_FILE": str(tmp_path / "cert.pem"), "PATH": "/usr/bin:/bin"}
-    process = fanout(f"{ingest.base_url}/src", f"rtmps://localhost:{proxy.port}/dest/tls", env=env)
+    process = fanout(f"{ingest.base_url}/src", f"rtmps://localhost:{proxy.port}/yt/tls", env=env)
     try:
-        assert _decodes(f"{sink.base_url}/tls", tmp_path / "tls.flv")
+        assert _decodes(f"{youtube.base_url}/tls", tmp_path / "tls.flv")
         assert proxy.connections >= 1
     finally:
         stop(process)
