@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
@@ -52,10 +53,12 @@ def with_children(pid: int) -> list[int]:
     return [pid, *map(int, children)]
 
 
-def start_fanout(source_url: str, targets: list[str]) -> subprocess.Popen:
+def start_fanout(source_url: str, targets: list[str], **popen: Any) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "agents.node.fanout", source_url, *targets],
         stdin=subprocess.DEVNULL,
+        text=True,
+        **popen,
     )
 
 

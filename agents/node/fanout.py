@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -168,6 +169,8 @@ async def _main(source: str, targets: list[str]) -> None:
         loop.add_signal_handler(sig, stopping.set)
     running = loop.create_task(fanout.run())
     await asyncio.wait([running, loop.create_task(stopping.wait())], return_when="FIRST_COMPLETED")
+    for leg_id, leg in fanout.legs.items():  # what became of each leg, for bench/soak.py
+        print(json.dumps({"leg": leg_id, "connects": leg.connects, "dropped": leg.dropped}))
     fanout.close()
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -88,6 +88,14 @@ def test_lost_node_streams_move_to_the_other_node(
     }
     assert {name: n["load"]["streams"] for name, n in nodes.items()} == {"node-a": 1, "node-b": 1}
     tw_client, _ = twitch.publishers()["tw-second"]
+    # The recording on node A has written something (its first fragment) before the loss.
+    wait_until(
+        lambda: any(
+            r["bytes"] > 0
+            for r in streamer.get(f"/streams/{first['id']}/recordings").json()["payload"]
+        ),
+        15,
+    )
 
     a.stop_agent(signal.SIGKILL)  # node A's agent dies; its relays die with it
     killed = time.monotonic()
