@@ -32,12 +32,13 @@ up: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/$(RUN)/prometheus
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help system-deps browser-deps camera-deps venv up test lint bench bench-api clean
+.PHONY: help system-deps browser-deps camera-deps venv up test lint bench bench-api bench-soak clean
 
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
 	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1 (and chromium)"
-	@echo "make bench  relay fan-out benchmark (rig relays vs nginx-rtmp push); pull and transcode costs"
+	@echo "make bench  fan-out benchmark (relays, fan-out prototype, nginx-rtmp push); pull and transcode costs"
+	@echo "make bench-soak  150 legs (50 streams x 3) through the fan-out prototype for 10 minutes"
 	@echo "make bench-api  agent endpoints (rps) and the publish hook (latency) under gunicorn, Postgres"
 
 system-deps:
@@ -95,6 +96,9 @@ test: system-deps browser-deps camera-deps lint
 bench: system-deps camera-deps venv
 	$(BIN)/python -m bench.fanout
 	$(BIN)/python -m bench.costs
+
+bench-soak: system-deps venv
+	$(BIN)/python -m bench.soak
 
 bench-api: venv
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
