@@ -76,7 +76,9 @@ class Fanout:
             leg.connects += 1
             try:
                 await publisher.connect()
-            except (OSError, RtmpError) as error:  # TimeoutError is an OSError
+            # TimeoutError and ssl's errors are OSErrors; a server that hangs up mid-handshake
+            # ends the read early (EOFError)
+            except (OSError, EOFError, RtmpError) as error:
                 leg.last_error = str(error) or type(error).__name__
                 publisher.close()
                 await asyncio.sleep(RECONNECT_S)

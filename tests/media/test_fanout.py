@@ -63,12 +63,21 @@ def test_a_refusing_destination_leaves_the_others_live(
 ) -> None:
     nobody = f"rtmp://127.0.0.1:{free_port()}/app/key"  # nothing listens there
     wrong_app = f"rtmp://127.0.0.1:{youtube.rtmp_port}/nosuchapp/key"  # nginx refuses it
-    process = fanout(f"{ingest.base_url}/src", nobody, wrong_app, f"{youtube.base_url}/ok")
+    hangs_up = Proxy(free_port(), free_port())  # accepts, then closes: nothing behind it
+    process = fanout(
+        f"{ingest.base_url}/src",
+        nobody,
+        wrong_app,
+        f"rtmp://127.0.0.1:{hangs_up.port}/app/key",
+        f"{youtube.base_url}/ok",
+    )
     try:
         assert _decodes(f"{youtube.base_url}/ok", tmp_path / "ok.flv")
         assert process.poll() is None
+        assert hangs_up.connections >= 2  # the leg keeps trying, a second apart
     finally:
         stop(process)
+        hangs_up.close()
 
 
 def test_a_destination_that_stops_reading_holds_nobody_back(
