@@ -381,6 +381,7 @@ class Tag:
     kind: int
     timestamp: int
     body: bytes
+    csid: int  # the chunk stream its kind goes on
     chunks: tuple[bytes, ...]
     keyframe: bool = False
     config: bool = False  # a sequence header (AVC decoder configuration, AAC config)
@@ -396,11 +397,7 @@ class Tag:
             (kind == VIDEO and body[0] & 0x0F == 7 and body[1] == 0)
             or (kind == AUDIO and body[0] >> 4 == 10 and body[1] == 0)
         )
-        return Tag(kind, timestamp, body, chunks, keyframe, config)
-
-    @property
-    def csid(self) -> int:
-        return {AUDIO: _AUDIO_CSID, VIDEO: _VIDEO_CSID}.get(self.kind, _DATA_CSID)
+        return Tag(kind, timestamp, body, csid, chunks, keyframe, config)
 
 
 async def flv_tags(reader: asyncio.StreamReader) -> AsyncIterator[Tag]:
