@@ -13,6 +13,7 @@ the field's preparation unchanged (a string for a text field, an int for a key) 
 nowhere else among the query's parameters.
 """
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,6 +27,10 @@ M = TypeVar("M", bound=Model)
 @dataclass(frozen=True)
 class _Slot:
     name: str
+    hex: bool = False  # the value goes as its hex (a UUID, where the database has no UUID type)
+
+    def value(self, values: dict[str, Any]) -> Any:
+        return values[self.name].hex if self.hex else values[self.name]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class CompiledQuery:
         if using not in self._compiled:
             self._compiled[using] = self._compile(using)
         compiled = self._compiled[using]
-        params = [values[p.name] if isinstance(p, _Slot) else p for p in compiled.params]
+        params = [p.value(values) if isinstance(p, _Slot) else p for p in compiled.params]
         connection = connections[using]
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
@@ -72,10 +77,13 @@ class CompiledQuery:
 
 
 def _slot(placeholders: dict[str, Any], param: Any) -> Any:
-    """The placeholder's slot where ``param`` is one, else the parameter itself."""
+    """The placeholder's slot where ``param`` is one (as the database gets it: a backend
+    without a native UUID type, SQLite, gets a UUID's hex), else the parameter itself."""
     for name, value in placeholders.items():
         if type(value) is type(param) and value == param:
             return _Slot(name)
+        if isinstance(value, uuid.UUID) and param == value.hex:
+            return _Slot(name, hex=True)
     return param
 
 

@@ -90,3 +90,13 @@ def test_a_placeholder_the_query_does_not_carry_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="key"):
         query.rows(key="x")
+
+
+def test_a_uuid_placeholder_is_found_as_a_database_without_uuids_gets_it() -> None:
+    from rig.queries import _slot
+
+    marker = uuid.UUID(int=13)
+    slot = _slot({"stream_id": marker}, marker.hex)  # SQLite (make up's default) gets the hex
+    assert slot.value({"stream_id": uuid.UUID(int=99)}) == uuid.UUID(int=99).hex
+    assert _slot({"stream_id": marker}, marker).value({"stream_id": marker}) == marker
+    assert _slot({"flag": 1}, True) is True  # a bool is not the int placeholder 1
