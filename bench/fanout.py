@@ -3,8 +3,9 @@ nginx-rtmp's own `push`.
 
 One run on this machine: a 6 Mb/s 720p30 stream (2-s GOP, pre-encoded, replayed with -c copy so
 the publisher costs nearly nothing) is fanned out to N destinations on a local nginx-rtmp sink,
-(a) through rig's Supervisor (one ffmpeg -c copy relay per leg), (b) through agents.node.fanout
-(one process: ffmpeg plays the ingest once, Python writes every leg) and (c) through `push`
+(a) through rig's Supervisor with ffmpeg relays (one ffmpeg -c copy per leg, RIG_RELAY_FANOUT=0),
+(b) through the Supervisor as the agent runs it (legs of the stream's fan-out, agents.node.legs:
+one process, ffmpeg plays the ingest once, Python writes every leg) and (c) through `push`
 lines in the ingest nginx. Prints CPU % of one core and memory per leg (every process the legs
 cost, the ingest's extra work included), the ratios to push, and the time until a viewer at a
 destination decodes its first frame, against a publisher pushing there directly.
@@ -15,11 +16,9 @@ destination decodes its first frame, against a publisher pushing there directly.
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
@@ -51,15 +50,6 @@ def with_children(pid: int) -> list[int]:
     """The process and its children (the fan-out's ffmpeg)."""
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [pid, *map(int, children)]
-
-
-def start_fanout(source_url: str, targets: list[str], **popen: Any) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "agents.node.fanout", source_url, *targets],
-        stdin=subprocess.DEVNULL,
-        text=True,
-        **popen,
-    )
 
 
 def measure(pids: list[int], seconds: float) -> tuple[float, float]:
@@ -113,7 +103,7 @@ def latency(kind: str, source: Path, root: Path) -> float:
     """Seconds from publisher start to a viewer's first decoded frame at the destination."""
     sink = nginx(root, "dest")
     target = f"rtmp://127.0.0.1:{sink.rtmp_port}/dest/{kind}"
-    ingest = supervisor = fan = None
+    ingest = supervisor = None
     try:
         viewer_url = target
         if kind == "direct":
@@ -124,15 +114,13 @@ def latency(kind: str, source: Path, root: Path) -> float:
         else:
             ingest = nginx(root, "live")
             publish_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
-            supervisor = Supervisor(private_ok=True) if kind == "rig" else None
+            supervisor = Supervisor(private_ok=True, fanout=kind == "fanout")
         watching = viewer(viewer_url)
-        if kind == "fanout":  # as the agent would: asked in the publish hook, before nginx
-            fan = start_fanout(publish_url, [target])  # admits the publisher
         time.sleep(1)  # connected and waiting for the stream
         started = time.monotonic()
+        if supervisor is not None:  # the agent's publish hook starts them before nginx
+            supervisor.reconcile([RelaySpec("lat", publish_url, target)])  # admits the publisher
         pub = publisher(source, publish_url)
-        if supervisor is not None:  # the agent starts relays as the publisher arrives
-            supervisor.reconcile([RelaySpec("lat", publish_url, target)])
 
         try:
             watching.wait(30)
@@ -143,9 +131,6 @@ def latency(kind: str, source: Path, root: Path) -> float:
     finally:
         if supervisor is not None:
             supervisor.shutdown()
-        if fan is not None:
-            fan.terminate()
-            fan.wait(5)
         if ingest is not None:
             ingest.stop()
         sink.stop()
@@ -158,31 +143,28 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
     ingest = nginx(root, "live", push=targets if kind == "push" else [])
     source_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
     pub = publisher(source, source_url)
-    supervisor = Supervisor(private_ok=True) if kind == "rig" else None
-    fan = None
+    supervisor = Supervisor(private_ok=True, fanout=kind == "fanout") if kind != "push" else None
     try:
         time.sleep(2)
         if supervisor is not None:
             supervisor.reconcile(
                 RelaySpec(f"leg{i}", source_url, target) for i, target in enumerate(targets)
             )
-        if kind == "fanout" and legs:
-            fan = start_fanout(source_url, targets)
         time.sleep(4)  # every leg connected and past its first GOP
         pids = [ingest.pid]
         if supervisor is not None:
-            pids += [s.pid for s in supervisor.states() if s.pid]
-            assert len(pids) == legs + 1, "not every relay is running"
-        if fan is not None:
-            pids += with_children(fan.pid)
-            assert len(pids) == 3, "the fan-out's ffmpeg is not running"
+            states = supervisor.states()
+            assert all(s.state == "live" for s in states), "not every leg is live"
+            pids += sorted({s.pid for s in states if s.pid})
+            if kind == "rig":
+                assert len(pids) == legs + 1, "not every relay is running"
+            elif legs:
+                pids += with_children(pids[1])[1:]
+                assert len(pids) == 3, "the fan-out's ffmpeg is not running"
         return measure(pids, seconds)
     finally:
         if supervisor is not None:
             supervisor.shutdown()
-        if fan is not None:
-            fan.terminate()
-            fan.wait(5)
         pub.terminate()
         pub.wait(5)
         ingest.stop()

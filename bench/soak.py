@@ -1,25 +1,25 @@
-"""Many legs on one node through the fan-out prototype (agents.node.fanout), for a while.
+"""Many legs on one node through the agent's fan-out (agents.node.legs), for a while.
 
     .venv/bin/python -m bench.soak [--streams 50] [--legs 3] [--seconds 600]
 
-STREAMS publishers replay a 6 Mb/s 720p30 stream (2-s GOP) into one nginx-rtmp ingest; one
-fan-out process per stream writes it to LEGS destinations on a sink nginx-rtmp. Over the window
-(after a 15-s warm-up) it prints the node's CPU (the ingest, the fan-outs and their ffmpegs: % of
-one core, of the machine's cores) and memory (PSS), and for every leg what reached the
-destination against what the publisher sent over the same window (bytes, from nginx's stat), the
-tags the fan-out dropped for it and how often it connected.
+STREAMS publishers replay a 6 Mb/s 720p30 stream (2-s GOP) into one nginx-rtmp ingest; rig's
+Supervisor, as the agent runs it, writes each stream to LEGS destinations on a sink nginx-rtmp
+(one fan-out process per stream). Over the window (after a 15-s warm-up) it prints the node's
+CPU (the ingest, the fan-outs and their ffmpegs, and this process, which stands for the agent:
+% of one core, of the machine's cores) and memory (PSS), and for every leg what reached the
+destination against what the publisher sent over the same window (bytes, from nginx's stat),
+how many legs stayed live and how often one restarted.
 """
 
 import argparse
-import json
 import os
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from bench.fanout import make_source, measure, nginx, publisher, start_fanout, with_children
+from agents.node.relay import RelaySpec
+from agents.node.supervisor import Supervisor
+from bench.fanout import make_source, measure, nginx, publisher, with_children
 
 
 def main() -> None:
@@ -33,28 +33,27 @@ def main() -> None:
         source = make_source(root)
         ingest, sink = nginx(root, "live"), nginx(root, "dest")
         base = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live"
-        fanouts: list[subprocess.Popen] = []
+        supervisor = Supervisor(private_ok=True, fanout=True)
         publishers = []
         try:
             for n in range(args.streams):
-                targets = [
-                    f"rtmp://127.0.0.1:{sink.rtmp_port}/dest/s{n}l{leg}" for leg in range(args.legs)
-                ]
-                fanouts.append(start_fanout(f"{base}/s{n}", targets, stdout=subprocess.PIPE))
+                supervisor.reconcile(
+                    [
+                        RelaySpec(f"s{n}:{leg}", f"{base}/s{n}", f"{sink.base_url}/s{n}l{leg}")
+                        for leg in range(args.legs)
+                    ],
+                    scope=lambda _: False,
+                )
                 publishers.append(publisher(source, f"{base}/s{n}"))
             time.sleep(15)
             sent, received = ingest.publishers(), sink.publishers()
-            pids = [ingest.pid] + [pid for f in fanouts for pid in with_children(f.pid)]
+            fanouts = {s.pid for s in supervisor.states() if s.pid}
+            pids = [os.getpid(), ingest.pid, *(p for f in fanouts for p in with_children(f))]
             cpu, mib = measure(pids, args.seconds)
             sent_after, received_after = ingest.publishers(), sink.publishers()
+            states = supervisor.states()
         finally:
-            for process in fanouts:
-                process.send_signal(signal.SIGTERM)
-            reports = [
-                json.loads(line)
-                for f in fanouts
-                for line in f.communicate(timeout=30)[0].splitlines()
-            ]
+            supervisor.shutdown()
             for process in publishers:
                 process.terminate()
                 process.wait(5)
@@ -76,8 +75,8 @@ def main() -> None:
             f"over the window: min {min(ratios):.3f}, max {max(ratios):.3f}"
         )
         print(
-            f"tags dropped: {sum(r['dropped'] for r in reports)}, "
-            f"connections beyond the first: {sum(r['connects'] - 1 for r in reports)}"
+            f"legs live at the end: {sum(s.state == 'live' for s in states)} of {legs}; "
+            f"restarts: {sum(s.restarts for s in states)}; fan-out processes: {len(fanouts)}"
         )
 
 

@@ -80,6 +80,10 @@ def session_end(stream: Stream, *, reason: str) -> None:
 # --- publish lifecycle (nginx-rtmp on_publish / on_publish_done, the agent's reports) -------
 
 
+# How long nginx may take to list a publisher the control plane admitted (its hook's timeout).
+PUBLISH_APPEARS_S = 5
+
+
 def _publisher_stale(session: Session, node: IngestNode) -> bool:
     """A live session its node stopped vouching for (agent reports) may be taken over: at once
     when the serving node itself said twice that nginx no longer has the publisher (nginx was
@@ -167,7 +171,12 @@ def publishers_seen(*, node: IngestNode, keys: list[str]) -> None:
     now = timezone.now()
     live = Session.objects.filter(node=node, ended_at__isnull=True)
     live.filter(stream__stream_key__in=keys).update(publisher_seen_at=now, publisher_missed=0)
-    live.exclude(stream__stream_key__in=keys).update(publisher_missed=F("publisher_missed") + 1)
+    # A miss counts once nginx should list the publisher: the agent holds nginx's publish hook
+    # (up to its 5-s timeout) while the relays start, and reports meanwhile.
+    settled = now - timedelta(seconds=PUBLISH_APPEARS_S)
+    live.exclude(stream__stream_key__in=keys).filter(started_at__lt=settled).update(
+        publisher_missed=F("publisher_missed") + 1
+    )
     cutoff = now - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
     gone = live.exclude(stream__stream_key__in=keys).filter(publisher_seen_at__lt=cutoff)
     for session_id, stream_id in gone.values_list("pk", "stream_id"):

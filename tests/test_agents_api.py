@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from accounts.models import User
 from agents.models import IngestNode
 from streams.models import Relay, Session, Stream
+from streams.sessions import PUBLISH_APPEARS_S
 from tests.conftest import assert_error, assert_ok, client_for
 from tests.factories import (
     DestinationFactory,
@@ -201,6 +202,9 @@ def test_a_restarted_ingest_takes_its_publisher_back_at_once(
     _, token2 = node_create("node2")
     node_client = client_for(token=token)
     assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="1"), "OK")
+    Session.objects.filter(stream=alice_stream).update(  # live a while before nginx died
+        started_at=timezone.now() - timedelta(seconds=PUBLISH_APPEARS_S + 1)
+    )
     silent: dict[str, list[str]] = {"streams": [], "publishers": []}
     assert_ok(node_client.post("/agents/status", silent, format="json"), "Status recorded")
     assert_error(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), 409, 1009)
@@ -209,6 +213,21 @@ def test_a_restarted_ingest_takes_its_publisher_back_at_once(
     assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), "OK")
     session = session_of(alice_stream)
     assert (session.client_id, session.publisher_missed) == ("2", 0)
+
+
+def test_reports_before_nginx_lists_a_fresh_publisher_do_not_count_against_it(
+    node_and_token, alice_stream: Stream
+) -> None:
+    """The agent reports while nginx still waits on its publish hook (the relays are starting):
+    those reports cannot list the publisher yet, and a second publisher must not take over."""
+    _, token = node_and_token
+    node_client = client_for(token=token)
+    assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="1"), "OK")
+    silent: dict[str, list[str]] = {"streams": [], "publishers": []}
+    for _ in range(3):
+        assert_ok(node_client.post("/agents/status", silent, format="json"), "Status recorded")
+    assert_error(form_hook(token, "publish", alice_stream.stream_key, clientid="2"), 409, 1009)
+    assert session_of(alice_stream).client_id == "1"
 
 
 def test_a_vouched_publisher_is_never_taken_over(node_and_token, alice_stream: Stream) -> None:

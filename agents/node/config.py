@@ -23,6 +23,7 @@ class AgentConfig:
     backoff_max: float = 30.0
     give_up_after: int = 8  # failed attempts in a row before a relay is FAILED (see RelayState)
     private_ok: bool = False  # relays may reach loopback and private networks (dev, tests)
+    fanout: bool = True  # RTMP(S) destinations are legs of their stream's fan-out process
     recordings_dir: Path = Path(".run/recordings")
 
     @classmethod
@@ -43,6 +44,7 @@ class AgentConfig:
             backoff_max=env_float("RIG_RELAY_BACKOFF_MAX_S", 30.0),
             give_up_after=env_int("RIG_RELAY_GIVE_UP_AFTER", 8),
             private_ok=env_bool("RIG_ALLOW_PRIVATE_DESTINATIONS", False),
+            fanout=env_bool("RIG_RELAY_FANOUT", True),
             recordings_dir=Path(env_str("RIG_RECORDINGS_DIR", ".run/recordings")),
         )
 

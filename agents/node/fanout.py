@@ -1,15 +1,22 @@
-"""One stream demuxed once and written to many destinations from one process (a prototype of
-issue 14's fan-out; `make bench` measures it beside rig's relays and nginx-rtmp's `push`).
+"""One stream demuxed once and written to many destinations from one process: rig's relays for
+RTMP(S) destinations (issue 14; `make bench` measures it beside ffmpeg relays and nginx's push).
 
 ``ffmpeg -c copy`` plays the ingest's local stream once and writes FLV to a pipe; each tag is
 prepared once (agents.node.rtmp.Tag: its RTMP chunks) and queued for every leg, whose queue goes
-out in one write every FLUSH_S. A
-leg that connects mid-stream starts at the last keyframe (metadata, sequence headers, then the
-tags since that keyframe), so its viewers decode at once; a leg whose destination stops reading
-has its tags dropped until it has room again and the next keyframe comes, so it never holds the
-others back; a leg whose connection breaks connects again, a second later.
+out in one write every FLUSH_S. A leg that connects mid-stream starts at the last keyframe
+(metadata, sequence headers, then the tags since that keyframe), so its viewers decode at once;
+a leg whose destination stops reading has its tags dropped until it has room again and the next
+keyframe comes, so it never holds the others back. A muted leg gets no audio.
+
+Run by the agent (agents.node.legs), one process per publish session, legs given on stdin as
+JSON lines (``{"add": id, "url": ..., "mute": false}``, ``{"remove": id}``); it reports on
+stdout (``{"leg": id, "inode": n}`` once connected, ``{"leg": id, "bytes": n, "frames": n,
+"timeUs": n}`` twice a second, ``{"leg": id, "end": why}`` when its connection ends: the agent's
+relay decides whether and when to try again). It exits when the source ends. By hand, legs on
+the command line reconnect by themselves a second after they break:
 
     python -m agents.node.fanout rtmp://127.0.0.1:1935/live/KEY rtmp://a/app/k1 rtmps://b/app/k2
+    python -m agents.node.fanout --control rtmp://127.0.0.1:1935/live/KEY
 
 Standard library only: it runs on nodes that have no Django.
 """
@@ -19,10 +26,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import socket
+import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from agents.node.process import die_with_parent
 from agents.node.rtmp import AUDIO, DATA, VIDEO, Publisher, RtmpError, Tag, flv_tags
 
 # What a leg may have waiting in its socket's buffer before its tags are dropped (4 MiB: five
@@ -36,32 +49,43 @@ RECONNECT_S = 1.0
 FLUSH_S = 0.1
 
 
+REPORT_S = 0.5  # how often a controlled leg's figures go to the agent (ffmpeg's -stats_period)
+
+Report = Callable[[dict[str, Any]], None]
+
+
 @dataclass
 class Leg:
-    url: str
+    url: str = field(repr=False)  # it holds the destination's key
+    mute: bool = False
+    reconnect: bool = True  # by itself (by hand); under the agent, its relay decides
     publisher: Publisher | None = None
     live: bool = False
     waiting_for_key: bool = True
     dropped: int = 0
     connects: int = 0
+    frames: int = 0  # video frames handed to the connection
+    last_video: int = 0  # the source timestamp (ms) of the last of them
     last_error: str = ""
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
 class Fanout:
-    def __init__(self, source_url: str, *, ffmpeg: str = "ffmpeg") -> None:
+    def __init__(self, source_url: str, *, ffmpeg: str = "ffmpeg", report: Report | None = None):
         self.source_url = source_url
         self.ffmpeg = ffmpeg
+        self.report = report
         self.legs: dict[str, Leg] = {}
         self._metadata: Tag | None = None
         self._configs: dict[int, Tag] = {}  # by kind: the latest sequence header
         self._gop: list[Tag] = []  # since the last keyframe
         self.source: asyncio.subprocess.Process | None = None
 
-    def add(self, leg_id: str, url: str) -> None:
-        leg = Leg(url)
+    def add(self, leg_id: str, url: str, *, mute: bool = False, reconnect: bool = True) -> None:
+        self.remove(leg_id)
+        leg = Leg(url, mute=mute, reconnect=reconnect)
         self.legs[leg_id] = leg
-        leg.task = asyncio.get_running_loop().create_task(self._keep_connected(leg))
+        leg.task = asyncio.get_running_loop().create_task(self._keep_connected(leg_id, leg))
 
     def remove(self, leg_id: str) -> None:
         leg = self.legs.pop(leg_id, None)
@@ -70,7 +94,7 @@ class Fanout:
             if leg.publisher is not None:
                 leg.publisher.close()
 
-    async def _keep_connected(self, leg: Leg) -> None:
+    async def _keep_connected(self, leg_id: str, leg: Leg) -> None:
         while True:
             publisher = Publisher(leg.url)
             leg.connects += 1
@@ -79,15 +103,21 @@ class Fanout:
             # TimeoutError and ssl's errors are OSErrors; a server that hangs up mid-handshake
             # ends the read early (EOFError)
             except (OSError, EOFError, RtmpError) as error:
-                leg.last_error = str(error) or type(error).__name__
                 publisher.close()
-                await asyncio.sleep(RECONNECT_S)
-                continue
-            leg.publisher = publisher
-            self._start(leg)
-            await publisher.closed.wait()
-            leg.live, leg.publisher, leg.last_error = False, None, publisher.error
-            publisher.close()
+                leg.last_error = _reason(error)
+            else:
+                leg.publisher = publisher
+                if self.report is not None:
+                    self.report({"leg": leg_id, "inode": publisher.inode})
+                self._start(leg)
+                await publisher.closed.wait()
+                leg.live, leg.publisher, leg.last_error = False, None, publisher.error
+                publisher.close()
+            if not leg.reconnect:
+                if self.report is not None:
+                    self.report({"leg": leg_id, "end": leg.last_error or "connection closed"})
+                self.legs.pop(leg_id, None)
+                return
             await asyncio.sleep(RECONNECT_S)
 
     def _start(self, leg: Leg) -> None:
@@ -95,14 +125,23 @@ class Fanout:
         assert leg.publisher is not None
         if self._gop:
             leg.publisher.start_at(self._gop[0].timestamp)
+        leg.live = True
+        leg.waiting_for_key = not self._gop  # before the stream's first keyframe: wait for it
         for tag in [
             *([self._metadata] if self._metadata else []),
             *self._configs.values(),
             *self._gop,
         ]:
-            leg.publisher.send(tag)
-        leg.live = True
-        leg.waiting_for_key = not self._gop  # before the stream's first keyframe: wait for it
+            self._send(leg, tag)
+
+    def _send(self, leg: Leg, tag: Tag) -> None:
+        if tag.kind == AUDIO and leg.mute:
+            return
+        assert leg.publisher is not None
+        leg.publisher.send(tag)
+        if tag.kind == VIDEO and not tag.config:
+            leg.frames += 1
+            leg.last_video = tag.timestamp
 
     def _dispatch(self, tag: Tag) -> None:
         if tag.kind == DATA:
@@ -118,7 +157,7 @@ class Fanout:
             if publisher is None or not leg.live:
                 continue
             if tag.kind == DATA or tag.config:  # small, and what every frame after needs
-                publisher.send(tag)
+                self._send(leg, tag)
                 continue
             if publisher.buffered > MAX_BUFFERED:
                 leg.waiting_for_key = True
@@ -127,7 +166,7 @@ class Fanout:
                     leg.dropped += 1
                     continue
                 leg.waiting_for_key = False
-            publisher.send(tag)
+            self._send(leg, tag)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -136,33 +175,77 @@ class Fanout:
                 if leg.publisher is not None:
                     leg.publisher.flush()
 
-    async def run(self) -> None:
-        """Read the source until it ends (the publisher left)."""
+    async def _report_loop(self, report: Report) -> None:
+        """Each connected leg's figures: bytes the destination's socket took, and the video
+        frames (and the last one's time) handed to it."""
+        while True:
+            await asyncio.sleep(REPORT_S)
+            report({})  # alive, even with no leg connected: the agent kills a wedged process
+            for leg_id, leg in list(self.legs.items()):
+                if (publisher := leg.publisher) is not None:
+                    taken = publisher.bytes_sent - publisher.buffered
+                    time_us = leg.last_video * 1000
+                    report({"leg": leg_id, "bytes": taken, "frames": leg.frames, "timeUs": time_us})
+
+    async def run(self) -> int:
+        """Read the source until it ends (the publisher left); the reader's exit status."""
         self.source = await asyncio.create_subprocess_exec(
-            self.ffmpeg, "-v", "error", "-nostdin", "-analyzeduration", "500000",
-            "-i", self.source_url, "-c", "copy", "-f", "flv", "-flvflags", "no_duration_filesize",
-            "pipe:1",
+            self.ffmpeg, "-v", "error", "-nostdin", "-rw_timeout", "10000000",
+            "-analyzeduration", "500000", "-i", self.source_url,
+            "-c", "copy", "-f", "flv", "-flvflags", "no_duration_filesize", "pipe:1",
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 20,
+            preexec_fn=die_with_parent(os.getpid()),  # killed with this process, even by SIGKILL
         )  # fmt: skip
         assert self.source.stdout is not None
-        flushing = asyncio.get_running_loop().create_task(self._flush_loop())
+        loop = asyncio.get_running_loop()
+        helpers = [loop.create_task(self._flush_loop())]
+        if self.report is not None:
+            helpers.append(loop.create_task(self._report_loop(self.report)))
         try:
             async for tag in flv_tags(self.source.stdout):
                 self._dispatch(tag)
         finally:
-            flushing.cancel()
+            for helper in helpers:
+                helper.cancel()
             with contextlib.suppress(ProcessLookupError):
                 self.source.kill()
             await self.source.wait()
+        return self.source.returncode or 0
 
     def close(self) -> None:
         for leg_id in list(self.legs):
             self.remove(leg_id)
 
 
-async def _main(source: str, targets: list[str]) -> None:
-    fanout = Fanout(source)
+async def _orders(fanout: Fanout) -> None:
+    """The agent's orders, one JSON object a line on stdin, until it closes stdin."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 16)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        order = json.loads(line)
+        if "add" in order:
+            fanout.add(order["add"], order["url"], mute=bool(order.get("mute")), reconnect=False)
+        elif "remove" in order:
+            fanout.remove(order["remove"])
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, as ffmpeg would say it ("Connection refused", not Python's wording)."""
+    plain = not isinstance(error, (ssl.SSLError, socket.gaierror, TimeoutError))
+    if isinstance(error, OSError) and error.errno and plain:  # not asyncio's "Connect call..."
+        return os.strerror(error.errno)
+    return str(error) or type(error).__name__
+
+
+def _print(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+async def _main(source: str, targets: list[str], *, control: bool, ffmpeg: str) -> int:
+    fanout = Fanout(source, ffmpeg=ffmpeg, report=_print if control else None)
     for n, url in enumerate(targets):
         fanout.add(str(n), url)
     loop = asyncio.get_running_loop()
@@ -170,14 +253,34 @@ async def _main(source: str, targets: list[str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     running = loop.create_task(fanout.run())
-    await asyncio.wait([running, loop.create_task(stopping.wait())], return_when="FIRST_COMPLETED")
-    for leg_id, leg in fanout.legs.items():  # what became of each leg, for bench/soak.py
-        print(json.dumps({"leg": leg_id, "connects": leg.connects, "dropped": leg.dropped}))
+    waits: list[asyncio.Task[Any]] = [running, loop.create_task(stopping.wait())]
+    if control:  # the agent closing stdin (it stopped or died) ends the process too
+        waits.append(loop.create_task(_orders(fanout)))
+    await asyncio.wait(waits, return_when="FIRST_COMPLETED")
+    if not control:
+        for leg_id, leg in fanout.legs.items():  # what became of each leg, for bench/soak.py
+            print(json.dumps({"leg": leg_id, "connects": leg.connects, "dropped": leg.dropped}))
     fanout.close()
+    if running.done():
+        return running.result()
     running.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await running
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    control = argv[:1] == ["--control"]
+    args = argv[1:] if control else argv
+    ffmpeg = "ffmpeg"
+    if args[:1] == ["--ffmpeg"]:
+        ffmpeg, args = args[1], args[2:]
+    try:
+        return asyncio.run(_main(args[0], args[1:], control=control, ffmpeg=ffmpeg))
+    except OSError as error:  # the reader could not start
+        print(f"could not start ffmpeg: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(sys.argv[1], sys.argv[2:]))
+    sys.exit(main(sys.argv[1:]))

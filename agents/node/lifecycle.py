@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from agents.node.addresses import private_now
-from agents.node.process import Attempt, answers, exit_text, probe_address, target_address
+from agents.node.legs import FanoutProcesses, LegAttempt, fans_out
+from agents.node.process import Attempt, answers, probe_address, target_address
 from agents.node.protocol import LOG_LINES_KEPT
 from agents.node.relay import (
     Progress,
@@ -27,7 +28,6 @@ from agents.node.relay import (
     redact,
     relay_secrets,
 )
-from agents.node.tcpwatch import PeerReading
 
 __all__ = ["OnChange", "RelayRunner", "RunnerSettings"]
 
@@ -53,6 +53,9 @@ class RunnerSettings:
     failed_after: int
     on_change: OnChange | None
     private_ok: bool  # destinations on loopback and private networks may be reached
+    # The node's fan-out processes: a relay that can be a leg of its stream's fan-out
+    # (agents.node.legs.fans_out) is one; None: every relay is its own ffmpeg.
+    fanouts: FanoutProcesses | None = None
 
 
 class RelayRunner:
@@ -72,7 +75,7 @@ class RelayRunner:
         self._fresh = False  # next attempt is a new start: counters and backoff reset
         self._kick = False  # end the current attempt or backoff wait now
         self._thread: threading.Thread | None = None
-        self._attempt_now: Attempt | None = None
+        self._attempt_now: Attempt | LegAttempt | None = None
         self._state = RelayState.STOPPED
         self._since = time.time()
         self._live_since: float | None = None  # monotonic; set while LIVE
@@ -140,7 +143,7 @@ class RelayRunner:
     def kill(self) -> None:
         with self._cond:
             if self._attempt_now is not None:
-                self._attempt_now.proc.kill()
+                self._attempt_now.kill()
 
     # --- observation ------------------------------------------------------------------------
 
@@ -296,7 +299,8 @@ class RelayRunner:
             was_down = was_down or not reachable
 
     def _attempt(self, spec: RelaySpec) -> str | None:
-        """Run ffmpeg once. The failure that ended it, or None if an order ended it."""
+        """Run ffmpeg once (or connect once as a leg of the stream's fan-out). The failure that
+        ended it, or None if an order ended it."""
         secrets = relay_secrets(spec)
         address = target_address(spec.remote_url)
         if not self._cfg.private_ok and address is not None and private_now(*address):
@@ -314,19 +318,23 @@ class RelayRunner:
             self._last_advance = self._last_picture = None
             self._went_live = False
             self._not_reading = 0.0
-        try:
-            attempt = Attempt(command, secrets)  # this thread lives until it is reaped
+        fanouts = self._cfg.fanouts
+        attempt: Attempt | LegAttempt
+        try:  # this thread lives until it is reaped
+            if fanouts is not None and fans_out(spec):
+                attempt = LegAttempt(fanouts, spec, secrets)
+            else:
+                attempt = Attempt(command, secrets)
         except OSError as error:
             return redact(f"could not start ffmpeg: {error}", secrets)
         started = time.monotonic()
         with self._cond:
             self._attempt_now = attempt
-            self._event(f"started ffmpeg, pid {attempt.pid}")
-        peer = PeerReading(attempt.pid)
+            self._event(attempt.started())
         while (arrived := attempt.read()) is not None:
             progress, log = arrived
             now = time.monotonic()
-            not_reading = peer.not_reading_for(now)
+            not_reading = attempt.not_reading_for(now)
             with self._cond:
                 self._not_reading = not_reading
                 for block in progress:
@@ -343,13 +351,13 @@ class RelayRunner:
             self._attempt_now = None
             # Once asked to stop, an order ended it, even if a later order wants it running.
             if attempt.stopping or not self._want or self._kick:
-                self._event(f"ffmpeg {exit_text(returncode)} (ordered)")
+                self._event(f"{attempt.ended(returncode)} (ordered)")
                 return None
             if self._state is RelayState.LIVE:
                 self._set_state(RelayState.RECONNECTING)
             return attempt.outcome(returncode)
 
-    def _check(self, attempt: Attempt, started: float, now: float) -> None:
+    def _check(self, attempt: Attempt | LegAttempt, started: float, now: float) -> None:
         """Carry out orders, catch a stall, keep the state honest. Called every tick."""
         quiet_for = now - (self._last_advance or started)
         if attempt.stopping or not self._want or self._kick:

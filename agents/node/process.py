@@ -24,10 +24,21 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Callable
+from typing import Any
 
 from agents.node.relay import Progress, ProgressParser, redact
+from agents.node.tcpwatch import PeerReading, socket_inodes
 
-__all__ = ["TICK", "Attempt", "answers", "exit_text", "probe_address", "target_address"]
+__all__ = [
+    "TICK",
+    "Attempt",
+    "answers",
+    "die_with_parent",
+    "exit_text",
+    "probe_address",
+    "spawn",
+    "target_address",
+]
 
 TICK = 0.2  # the longest a read waits: the relay re-checks orders, stalls and liveness this often
 TERM_GRACE = 3.0  # seconds between the first SIGTERM of an ordered stop and SIGKILL
@@ -49,7 +60,7 @@ _prctl = _load_prctl()
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def die_with_parent(parent_pid: int) -> Callable[[], None]:
     """A ``preexec_fn``: the child gets SIGKILL when the thread that spawned it goes away."""
 
     def setup() -> None:
@@ -99,6 +110,19 @@ def exit_text(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+def spawn(command: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """A child that reports on stdout and stderr (pipes), in its own process group, killed when
+    the calling thread ends (see above)."""
+    return subprocess.Popen(
+        command,
+        **{"stdin": subprocess.DEVNULL, **popen},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        process_group=0,
+        preexec_fn=die_with_parent(os.getpid()),
+    )
+
+
 class Attempt:
     """One ffmpeg process: progress (``-progress pipe:1``) on stdout, log lines on stderr.
 
@@ -107,15 +131,9 @@ class Attempt:
 
     def __init__(self, command: list[str], secrets: tuple[str, ...]) -> None:
         """Spawn ``command``; OSError if it cannot start."""
-        self.proc = subprocess.Popen(
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            process_group=0,
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
+        self.proc = spawn(command)
         assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._peer = PeerReading(lambda: socket_inodes(self.proc.pid))
         self.secrets = secrets
         self.stalled: str | None = None  # why it was killed for a stall
         self._selector = selectors.DefaultSelector()
@@ -136,6 +154,19 @@ class Attempt:
     def stopping(self) -> bool:
         """An ordered stop has begun: whatever comes next, an order ended it."""
         return self._term_sent is not None
+
+    def started(self) -> str:
+        return f"started ffmpeg, pid {self.pid}"
+
+    def ended(self, returncode: int) -> str:
+        return f"ffmpeg {exit_text(returncode)}"
+
+    def not_reading_for(self, now: float) -> float:
+        """Seconds its destination has not been reading what it sends (agents.node.tcpwatch)."""
+        return self._peer.not_reading_for(now)
+
+    def kill(self) -> None:
+        self.proc.kill()
 
     def read(self) -> tuple[list[Progress], list[str]] | None:
         """What arrived within one tick: progress blocks and log lines (keys redacted), in

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.node.protocol import RelayState
+from agents.node.rtmp import SEND_BUFFER_BYTES
 
 __all__ = [
     "Progress",
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 REDACTED = "***"
-SEND_BUFFER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)

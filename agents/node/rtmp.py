@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import struct
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CHUNK_SIZE = 65536
+SEND_BUFFER_BYTES = 256 * 1024
 _CONTROL_CSID, _COMMAND_CSID, _DATA_CSID, _AUDIO_CSID, _VIDEO_CSID = 2, 3, 4, 6, 7
 AUDIO, VIDEO, DATA = 8, 9, 18  # FLV tag types are RTMP message types
 _SET_CHUNK_SIZE, _ACK, _USER_CONTROL, _WINDOW_ACK, _PEER_BW, _AMF0_COMMAND = 1, 3, 4, 5, 6, 20
@@ -229,6 +231,7 @@ class Publisher:
         self._pending: list[bytes] = []  # sent, not yet flushed
         self.closed = asyncio.Event()
         self.error = ""
+        self.inode = 0  # of its TCP socket: how agents.node.tcpwatch finds the connection
 
     async def connect(self) -> None:
         host, port, tls, app, key, tc_url = _split(self.url)
@@ -237,6 +240,12 @@ class Publisher:
             asyncio.open_connection(host, port, ssl=context), self.timeout
         )
         self._writer = writer
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # A bounded kernel buffer, as the ffmpeg relays have (agents.node.relay): what a
+            # destination does not take stays in sight (``buffered``), not megabytes deep.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+            self.inode = os.fstat(sock.fileno()).st_ino
         await asyncio.wait_for(self._handshake(reader, writer), self.timeout)
         self._chunks = ChunkReader(reader)
         self._reading = asyncio.get_running_loop().create_task(self._read_loop())

@@ -1,4 +1,5 @@
-"""Runs and supervises the relays of one ingest node: one ffmpeg process per destination.
+"""Runs and supervises the relays of one ingest node: one ffmpeg process per destination, or,
+with ``fanout``, one leg per RTMP(S) destination of its stream's fan-out (agents.node.legs).
 
 Each relay is an object with its spec, an order (run or stop) and an observable state, in the
 manner of datarhei Core's restream package. Its lifecycle runs in its own long-lived thread,
@@ -17,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from agents.node.legs import FanoutProcesses, fans_out
 from agents.node.lifecycle import OnChange, RelayRunner, RunnerSettings
 from agents.node.relay import RelaySnapshot, RelaySpec
 
@@ -44,6 +46,7 @@ class Supervisor:
         failed_after: int = 8,
         on_change: OnChange | None = None,
         private_ok: bool = False,
+        fanout: bool = False,
     ) -> None:
         if not 0 < backoff_initial <= backoff_max:
             raise ValueError("need 0 < backoff_initial <= backoff_max")
@@ -59,6 +62,7 @@ class Supervisor:
             failed_after=failed_after,
             on_change=on_change,
             private_ok=private_ok,
+            fanouts=FanoutProcesses(ffmpeg, silent_s=stall_timeout) if fanout else None,
         )
         self._lock = threading.Lock()
         self._relays: dict[str, RelayRunner] = {}
@@ -96,6 +100,10 @@ class Supervisor:
                 else:
                     relay.set_spec(spec)
                     relay.start()
+        if self._settings.fanouts is not None:  # the lock not held: it waits for processes
+            self._settings.fanouts.retire(
+                {(s.source_url, s.session) for s in wanted.values() if fans_out(s)}
+            )
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop every relay and wait for its process: SIGTERM, then SIGKILL at ``timeout``."""
@@ -110,6 +118,8 @@ class Supervisor:
             if not relay.join(max(0.0, deadline - time.monotonic())):
                 relay.kill()
                 relay.join(2.0)
+        if self._settings.fanouts is not None:
+            self._settings.fanouts.shutdown(max(0.0, deadline - time.monotonic()))
 
     def _add(self, spec: RelaySpec) -> None:
         if self._closed:

@@ -19,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
@@ -108,16 +109,17 @@ def socket_inodes(pid: int) -> set[int]:
 
 
 class PeerReading:
-    """Follows the busiest TCP connection of one process (a relay's output: it sends far more
-    than its input does) and tells how long its peer has not been reading what it is sent.
+    """Follows the busiest of some TCP connections (``sockets()``: their inodes; a relay
+    process's, whose output sends far more than its input does, or a fan-out leg's one) and
+    tells how long its peer has not been reading what it is sent.
 
     An interval between two dumps counts as not reading when the peer made room for less than
     a quarter of the bytes it acknowledged (its buffers fill: a hung reader), or, its buffers
     full, acknowledged nothing while bytes wait for it. A slow link or a small window does not
     count: such a reader frees room as fast as it takes bytes."""
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self, sockets: Callable[[], set[int]]) -> None:
+        self._sockets = sockets
         self._last: tuple[int, float, int, int] | None = None  # inode, dump time, acked, edge
         self._since: float | None = None  # start of the current run of not reading
 
@@ -130,7 +132,7 @@ class PeerReading:
         return now - self._since if self._since is not None else 0.0
 
     def _sample(self, taken: float, windows: dict[int, tuple[int, int, int]]) -> None:
-        mine = [(windows[inode], inode) for inode in socket_inodes(self.pid) if inode in windows]
+        mine = [(windows[inode], inode) for inode in self._sockets() if inode in windows]
         if not mine:
             self._last = self._since = None
             return

@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ http {{
     server {{
         listen 127.0.0.1:{http_port};
         location /stat {{ rtmp_stat all; }}
+        location /control {{ rtmp_control all; }}
     }}
 }}
 """
@@ -248,10 +249,7 @@ def picture_moves(url: str, out: Path) -> bool:
     return len(set(stamps)) > 45 and max(stamps) - min(stamps) >= 2.0
 
 
-def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
-    """ffmpeg processes whose command line contains every fragment (URL parts, ports)."""
-    wanted = (fragment, *more)
-    pids = []
+def _argvs() -> Iterator[tuple[int, list[bytes]]]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -259,10 +257,38 @@ def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
+        if argv and argv[-1] == b"":
+            argv.pop()
+        yield int(entry.name), argv
+
+
+def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
+    """ffmpeg processes whose command line contains every fragment (URL parts, ports)."""
+    wanted = [f.encode() for f in (fragment, *more)]
+    return [
+        pid
+        for pid, argv in _argvs()
+        if argv and argv[0].endswith(b"ffmpeg") and all(f in b"\0".join(argv) for f in wanted)
+    ]
+
+
+def relay_pids(stream_key: str, *more: str) -> list[int]:
+    """The processes relaying a stream of an ingest to its destinations, whatever their kind:
+    its fan-out (``python -m agents.node.fanout ... SOURCE``) or ffmpeg relays (``-i SOURCE ...
+    TARGET``). Not recorders, snapshots or the fan-out's reader: they write no network target.
+    The destinations' keys are not on any command line: a fan-out gets them on its stdin."""
+    source = f"/live/{stream_key}".encode()
+    wanted = [source, *(f.encode() for f in more)]
+    found = []
+    for pid, argv in _argvs():
         line = b"\0".join(argv)
-        if argv and argv[0].endswith(b"ffmpeg") and all(f.encode() in line for f in wanted):
-            pids.append(int(entry.name))
-    return pids
+        if not argv or not all(f in line for f in wanted):
+            continue
+        fanout = b"agents.node.fanout" in argv
+        relay = argv[0].endswith(b"ffmpeg") and argv[-1].startswith((b"rtmp", b"srt://"))
+        if fanout or (relay and source not in argv[-1]):
+            found.append(pid)
+    return found
 
 
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -19,9 +19,9 @@ from tests.media.conftest import RigNode, create_stream, detail_of, relay_states
 from tests.media.harness import (
     Platform,
     Proxy,
-    ffmpeg_pids,
     free_port,
     picture_moves,
+    relay_pids,
     stop,
     wait_until,
 )
@@ -121,7 +121,7 @@ def test_a_dead_agent_is_not_reported_live_and_a_new_one_takes_over(
     wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15)
     rig.stop_agent(signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: not ffmpeg_pids("ytkey") and not ffmpeg_pids("twkey"), 5)  # relays too
+    wait_until(lambda: not relay_pids(stream["streamKey"]), 5)  # relays too
     wait_until(lambda: "live" not in relay_states(streamer, stream["id"]).values(), 10, 0.2)
     honest_after = time.monotonic() - killed
     print(f"\n[agent killed] API stopped saying live after {honest_after:.1f}s")

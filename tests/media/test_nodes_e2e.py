@@ -15,7 +15,7 @@ from agents.node.ingest import live_publishers
 from tests.conftest import client_for
 from tests.factories import UserFactory
 from tests.media.conftest import RigNode, create_stream, detail_of
-from tests.media.harness import Platform, ffmpeg_pids, viewer_frames, wait_until
+from tests.media.harness import Platform, relay_pids, viewer_frames, wait_until
 
 pytestmark = [pytest.mark.media, pytest.mark.timeout(300)]
 
@@ -38,9 +38,9 @@ def operator(transactional_db: None) -> APIClient:
     return client_for(UserFactory.create(username="ops", is_staff=True))
 
 
-def _relays_on(node: RigNode, destination_key: str) -> list[int]:
-    """Relay processes on this node pushing to the destination with this key."""
-    return ffmpeg_pids(destination_key, f"127.0.0.1:{node.rtmp_port}/live/")
+def _relays_on(node: RigNode, stream: dict[str, Any]) -> list[int]:
+    """Processes on this node relaying this stream to its destinations."""
+    return relay_pids(stream["streamKey"], f"127.0.0.1:{node.rtmp_port}/live/")
 
 
 def _served_by(client: APIClient, stream_id: str, node: str) -> dict[str, Any] | None:
@@ -72,8 +72,8 @@ def test_lost_node_streams_move_to_the_other_node(
     assert detail["provisionStatus"]["region"] == "eu-west"
     assert detail["ingestServer"] == f"rtmp://127.0.0.1:{a.rtmp_port}/live"
     wait_until(lambda: _served_by(streamer, second["id"], "node-b"), 30)
-    assert _relays_on(a, "yt-first") and not _relays_on(b, "yt-first")
-    assert _relays_on(b, "tw-second") and not _relays_on(a, "tw-second")
+    assert _relays_on(a, first) and not _relays_on(b, first)
+    assert _relays_on(b, second) and not _relays_on(a, second)
     nodes = wait_until(
         lambda: (
             (n := _nodes(operator))
@@ -121,7 +121,7 @@ def test_lost_node_streams_move_to_the_other_node(
     assert frames.get("video", 0) > 10 and frames.get("audio", 0) > 10
     detail = wait_until(lambda: _served_by(streamer, first["id"], "node-b"), 20)
     assert detail["provisionStatus"]["region"] == "us-east"
-    assert _relays_on(b, "yt-first") and not _relays_on(a, "yt-first")
+    assert _relays_on(b, first) and not _relays_on(a, first)
     # Recorded on both nodes: two recordings, both listed, the first cut short by the loss.
     recordings = wait_until(
         lambda: (
@@ -140,7 +140,7 @@ def test_lost_node_streams_move_to_the_other_node(
     a.start_agent()
     wait_until(lambda: _nodes(operator)["node-a"]["health"] == "healthy", 15)
     time.sleep(2)
-    assert not _relays_on(a, "yt-first") and not _relays_on(a, "tw-second")
+    assert not _relays_on(a, first) and not _relays_on(a, second)
     assert _served_by(streamer, first["id"], "node-b")
     print(
         f"\nnode loss detected after {detected_after:.2f}s (stale {STALE_S}s, check 1s, "
@@ -160,7 +160,7 @@ def test_cut_off_node_stops_its_stale_relays_when_it_returns(
     wait_until(
         lambda: (d := detail_of(streamer, stream["id"]))["isStreaming"] is False and d, 20, 0.1
     )
-    assert _relays_on(a, "yt-cut"), "the cut-off node's relay should still be running"
+    assert _relays_on(a, stream), "the cut-off node's relay should still be running"
 
     b.publish(stream["streamKey"])  # the streamer's OBS reconnects elsewhere
     wait_until(
@@ -171,11 +171,11 @@ def test_cut_off_node_stops_its_stale_relays_when_it_returns(
     )
     a.agent.send_signal(signal.SIGCONT)  # node A is back, with a stale relay and publisher
     stat = f"http://127.0.0.1:{a.ingest.cfg.http_port}"
-    wait_until(lambda: not _relays_on(a, "yt-cut"), 15, 0.2)
+    wait_until(lambda: not _relays_on(a, stream), 15, 0.2)
     wait_until(lambda: not live_publishers(stat), 15, 0.2)
     # With A's stale push gone, B's relay gets the destination.
     wait_until(lambda: _served_by(streamer, stream["id"], "node-b"), 30)
-    assert _relays_on(b, "yt-cut")
+    assert _relays_on(b, stream)
     frames = viewer_frames(f"{youtube.base_url}/yt-cut", tmp_path / "yt.flv")
     assert frames.get("video", 0) > 10 and frames.get("audio", 0) > 10
 

@@ -231,19 +231,35 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
         sink.stop()
 
 
-@pytest.fixture
-def make_supervisor() -> Iterator[Callable[..., Supervisor]]:
+def supervisors(fanout: bool) -> Iterator[Callable[..., Supervisor]]:
     """Supervisors with FAST settings, all shut down at the end whatever happened."""
     made: list[Supervisor] = []
 
     def make(**settings: object) -> Supervisor:
-        sup = Supervisor(ffmpeg=FFMPEG, **{**FAST, **settings})  # type: ignore[arg-type]
+        sup = Supervisor(ffmpeg=FFMPEG, **{**FAST, "fanout": fanout, **settings})  # type: ignore[arg-type]
         made.append(sup)
         return sup
 
     yield make
     for sup in made:
         sup.shutdown(timeout=3)
+
+
+@pytest.fixture(params=[False, True], ids=["ffmpeg", "fanout"])
+def make_supervisor(request: pytest.FixtureRequest) -> Iterator[Callable[..., Supervisor]]:
+    """Either kind of relay: an ffmpeg each, or legs of the stream's fan-out (the agent's)."""
+    yield from supervisors(request.param)
+
+
+@pytest.fixture
+def make_relay_supervisor() -> Iterator[Callable[..., Supervisor]]:
+    """ffmpeg relays only: what a relay's own process does (killed, stopped, replaced)."""
+    yield from supervisors(False)
+
+
+@pytest.fixture
+def make_fanout_supervisor() -> Iterator[Callable[..., Supervisor]]:
+    yield from supervisors(True)
 
 
 @pytest.fixture
@@ -402,10 +418,10 @@ def test_relay_goes_live_and_destination_gets_video_and_audio(
 
 @pytest.mark.media
 def test_killed_relay_restarts_without_disturbing_another(
-    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+    ingest: Ingest, make_relay_supervisor: Callable[..., Supervisor]
 ) -> None:
     recorder = Recorder()
-    sup = make_supervisor(on_change=recorder)
+    sup = make_relay_supervisor(on_change=recorder)
     add(sup, RelaySpec("s1:a", ingest.source, ingest.dest("kill-a")))
     add(sup, RelaySpec("s1:b", ingest.source, ingest.dest("kill-b")))
     victim = wait_state(sup, "s1:a", RelayState.LIVE, 15)
@@ -453,10 +469,10 @@ def test_destination_down_fails_then_recovers_by_itself(
         live = wait_state(sup, "s1:down", RelayState.LIVE, 15)
         assert proxy.connections >= 1
         assert set(probe(ingest.dest(key))) == {"video", "audio"}
+        states = recorder.states("s1:down")  # before the proxy goes (a leg sees that at once)
     finally:
         proxy.close()
 
-    states = recorder.states("s1:down")
     assert states[0] is RelayState.STARTING and states[-1] is RelayState.LIVE
     assert RelayState.RECONNECTING in states and RelayState.FAILED in states
     texts = [json.dumps(s.as_dict()) + "\n".join(s.log) for s in [*recorder.snapshots, live]]
@@ -499,13 +515,19 @@ def test_muted_destination_gets_no_audio(
 
 @pytest.mark.media
 def test_rtmps_target(
-    ingest: Ingest, make_supervisor: Callable[..., Supervisor], tls_context: ssl.SSLContext
+    ingest: Ingest,
+    make_supervisor: Callable[..., Supervisor],
+    tls_context: ssl.SSLContext,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Through a TLS endpoint whose certificate the node trusts (as a platform's is)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
     port = free_port()
     proxy = Proxy(port, ingest.dest_port, tls=tls_context)
     try:
         sup = make_supervisor()
-        add(sup, RelaySpec("s1:tls", ingest.source, f"rtmps://127.0.0.1:{port}/dest/tls-key"))
+        add(sup, RelaySpec("s1:tls", ingest.source, f"rtmps://localhost:{port}/dest/tls-key"))
         wait_state(sup, "s1:tls", RelayState.LIVE, 15)
         assert proxy.connections >= 1  # it really went through the TLS listener
         assert set(probe(ingest.dest("tls-key"))) == {"video", "audio"}
@@ -514,10 +536,28 @@ def test_rtmps_target(
 
 
 @pytest.mark.media
-def test_stalled_relay_degrades_then_is_restarted(
-    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+def test_a_fanout_leg_refuses_a_certificate_it_cannot_verify(
+    ingest: Ingest, make_fanout_supervisor: Callable[..., Supervisor], tls_context: ssl.SSLContext
 ) -> None:
-    sup = make_supervisor(live_window=1.5, stall_timeout=3.0)
+    """The stream key goes only to the server the URL names: a self-signed certificate (a
+    man in the middle, or a Custom server's own) is refused, and said so."""
+    port = free_port()
+    proxy = Proxy(port, ingest.dest_port, tls=tls_context)
+    try:
+        sup = make_fanout_supervisor()
+        add(sup, RelaySpec("s1:tls", ingest.source, f"rtmps://localhost:{port}/dest/tls-key"))
+        failed = wait_state(sup, "s1:tls", RelayState.FAILED, 15)
+        assert "certificate verify failed" in (failed.last_error or "")
+        assert "tls-key" not in (failed.last_error or "")
+    finally:
+        proxy.close()
+
+
+@pytest.mark.media
+def test_stalled_relay_degrades_then_is_restarted(
+    ingest: Ingest, make_relay_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_relay_supervisor(live_window=1.5, stall_timeout=3.0)
     add(sup, RelaySpec("s1:stall", ingest.source, ingest.dest("stall")))
     snap = wait_state(sup, "s1:stall", RelayState.LIVE, 15)
     assert snap.pid is not None
@@ -537,8 +577,10 @@ def test_stalled_relay_degrades_then_is_restarted(
 
 
 @pytest.mark.media
-def test_update_and_reconcile(ingest: Ingest, make_supervisor: Callable[..., Supervisor]) -> None:
-    sup = make_supervisor()
+def test_update_and_reconcile(
+    ingest: Ingest, make_relay_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_relay_supervisor()
     a = RelaySpec("s1:a", ingest.source, ingest.dest("upd-a"))
     b = RelaySpec("s1:b", ingest.source, ingest.dest("upd-b"))
     c = RelaySpec("s2:c", ingest.source, ingest.dest("upd-c"))
@@ -578,9 +620,9 @@ def test_update_and_reconcile(ingest: Ingest, make_supervisor: Callable[..., Sup
 
 @pytest.mark.media
 def test_shutdown_leaves_no_ffmpeg_running(
-    ingest: Ingest, make_supervisor: Callable[..., Supervisor]
+    ingest: Ingest, make_relay_supervisor: Callable[..., Supervisor]
 ) -> None:
-    sup = make_supervisor()
+    sup = make_relay_supervisor()
     add(sup, RelaySpec("s1:x", ingest.source, ingest.dest("bye-x")))
     add(sup, RelaySpec("s1:y", ingest.source, ingest.dest("bye-y")))
     add(sup, RelaySpec("s1:z", ingest.source, "rtmp://127.0.0.1:1/dest/nowhere"))
@@ -596,8 +638,127 @@ def test_shutdown_leaves_no_ffmpeg_running(
 
 
 @pytest.mark.media
-def test_children_die_with_the_agent() -> None:
-    """The agent dies without shutdown(): PR_SET_PDEATHSIG must take its ffmpeg down.
+def test_legs_of_a_session_share_one_fanout_and_one_killed_spares_other_sessions(
+    ingest: Ingest, make_fanout_supervisor: Callable[..., Supervisor]
+) -> None:
+    """One fan-out process per publish session: its legs come back together when it dies (a
+    crash), another session's leg never notices."""
+    recorder = Recorder()
+    sup = make_fanout_supervisor(on_change=recorder)
+    sup.reconcile(
+        [
+            RelaySpec("s1:a", ingest.source, ingest.dest("fan-a"), session="1"),
+            RelaySpec("s1:b", ingest.source, ingest.dest("fan-b"), session="1"),
+            RelaySpec("s2:c", ingest.source, ingest.dest("fan-c"), session="2"),
+        ]
+    )
+    a, b, c = (wait_state(sup, r, RelayState.LIVE, 15) for r in ("s1:a", "s1:b", "s2:c"))
+    assert a.pid is not None and a.pid == b.pid and c.pid not in (None, a.pid)
+    for key in ("fan-a", "fan-b", "fan-c"):
+        assert set(probe(ingest.dest(key))) == {"video", "audio"}
+    c_client = ingest.sink.publishers()["fan-c"][0]
+
+    os.kill(a.pid, signal.SIGKILL)
+    for relay_id in ("s1:a", "s1:b"):
+        back = wait_state(
+            sup, relay_id, RelayState.LIVE, 10, also=lambda s: s.pid not in (None, a.pid)
+        )
+        assert back.restarts == 1 and back.last_error is None
+    after = snapshot(sup, "s2:c")
+    assert after.state is RelayState.LIVE and after.pid == c.pid and after.restarts == 0
+    assert recorder.states("s2:c") == [RelayState.STARTING, RelayState.LIVE]
+    assert ingest.sink.publishers()["fan-c"][0] == c_client  # the same connection throughout
+
+
+@pytest.mark.media
+def test_a_leg_changed_muted_or_removed_leaves_the_others_connections_alone(
+    ingest: Ingest, make_fanout_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_fanout_supervisor()
+    a = RelaySpec("s1:a", ingest.source, ingest.dest("leg-a"))
+    b = RelaySpec("s1:b", ingest.source, ingest.dest("leg-b"))
+    sup.reconcile([a, b])
+    first = wait_state(sup, "s1:a", RelayState.LIVE, 15)
+    wait_state(sup, "s1:b", RelayState.LIVE, 15)
+    b_client = ingest.sink.publishers()["leg-b"][0]
+
+    add(sup, RelaySpec("s1:a", ingest.source, ingest.dest("leg-a2")))  # a changed destination
+    wait_until("a at its new destination", lambda: "leg-a2" in ingest.sink.publishers(), 15)
+    moved = wait_state(sup, "s1:a", RelayState.LIVE, 15)
+    assert moved.restarts == 0 and moved.pid == first.pid  # ordered; the same fan-out
+    assert set(probe(ingest.dest("leg-a2"))) == {"video", "audio"}
+
+    unmuted = ingest.sink.publishers()["leg-a2"][0]
+    add(sup, RelaySpec("s1:a", ingest.source, ingest.dest("leg-a2"), mute=True))
+    muted = lambda: ingest.sink.publishers().get("leg-a2", (unmuted,))[0] != unmuted  # noqa: E731
+    wait_until("a to reconnect muted", muted, 15)
+    wait_state(sup, "s1:a", RelayState.LIVE, 15)
+    streams = probe(ingest.dest("leg-a2"))
+    assert set(streams) == {"video"} and streams["video"][1] > 10
+
+    remove(sup, "s1:a")
+    wait_until("a to unpublish", lambda: "leg-a2" not in ingest.sink.publishers(), 10)
+    assert ingest.sink.publishers()["leg-b"][0] == b_client
+    assert snapshot(sup, "s1:b").restarts == 0
+    assert set(probe(ingest.dest("leg-b"))) == {"video", "audio"}
+
+    remove(sup, "s1:b")  # the session's last leg: its process ends a few seconds later
+    pid = first.pid
+    assert pid is not None
+    wait_until("the idle fan-out to exit", lambda: not alive(pid), 15)
+
+
+@pytest.mark.media
+def test_a_stopped_fanout_is_killed_and_its_legs_start_again(
+    ingest: Ingest, make_fanout_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_fanout_supervisor(live_window=1.5, stall_timeout=3.0)
+    add(sup, RelaySpec("s1:stall", ingest.source, ingest.dest("fan-stall")))
+    pid = wait_state(sup, "s1:stall", RelayState.LIVE, 15).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: only the agent can notice
+    try:
+        wait_state(sup, "s1:stall", RelayState.RECONNECTING, 5)
+        back = wait_state(
+            sup, "s1:stall", RelayState.LIVE, 15, also=lambda s: s.pid not in (None, pid)
+        )
+    finally:
+        if alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    assert back.restarts >= 1
+    wait_until("the stopped fan-out to be gone", lambda: not alive(pid), 5)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.media
+def test_shutdown_leaves_no_fanout_running(
+    ingest: Ingest, make_fanout_supervisor: Callable[..., Supervisor]
+) -> None:
+    sup = make_fanout_supervisor()
+    add(sup, RelaySpec("s1:x", ingest.source, ingest.dest("fan-bye-x")))
+    add(sup, RelaySpec("s1:y", ingest.source, "rtmp://127.0.0.1:1/dest/nowhere"))
+    pid = wait_state(sup, "s1:x", RelayState.LIVE, 15).pid
+    assert pid is not None
+    pids = [pid, *children(pid)]
+    assert len(pids) == 2  # the fan-out and the ffmpeg that reads the stream for it
+    started = time.monotonic()
+    sup.shutdown(timeout=5)
+    assert time.monotonic() - started < 6
+    wait_until("the fan-out and its reader to exit", lambda: not any(map(alive, pids)), 2)
+    assert all(s.state is RelayState.STOPPED and s.pid is None for s in sup.states())
+
+
+@pytest.mark.media
+@pytest.mark.parametrize("fanout", [False, True], ids=["ffmpeg", "fanout"])
+def test_children_die_with_the_agent(fanout: bool) -> None:
+    """The agent dies without shutdown(): PR_SET_PDEATHSIG must take its ffmpeg down (and a
+    fan-out, and the ffmpeg that reads for it).
 
     The source accepts the connection and never answers, so ffmpeg sits quietly in its RTMP
     handshake: nothing but the death signal would end it within the 10 s read timeout (it
@@ -607,16 +768,20 @@ def test_children_die_with_the_agent() -> None:
         source = f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/src"
         script = f"""
 import os, time
+from pathlib import Path
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
-from tests.node.test_supervisor import add, snapshot
-sup = Supervisor(ffmpeg={FFMPEG!r}, private_ok=True)
+from tests.node.test_supervisor import add, children, snapshot
+sup = Supervisor(ffmpeg={FFMPEG!r}, private_ok=True, fanout={fanout!r})
 add(sup, RelaySpec("s:d", {source!r}, "rtmp://127.0.0.1:1/dest/orphan"))
 deadline = time.monotonic() + 10
 while snapshot(sup, "s:d").pid is None and time.monotonic() < deadline:
     time.sleep(0.05)
+pid = snapshot(sup, "s:d").pid
+while {fanout!r} and not children(pid) and time.monotonic() < deadline:
+    time.sleep(0.05)
 time.sleep(0.3)  # let ffmpeg get into its handshake
-print(snapshot(sup, "s:d").pid, flush=True)
+print(pid, *children(pid), flush=True)
 os._exit(0)
 """
         agent = subprocess.run(
@@ -627,9 +792,11 @@ os._exit(0)
             timeout=30,
             check=True,
         )
-        pid = int(agent.stdout.strip())
+        pids = [int(pid) for pid in agent.stdout.split()]
+        assert len(pids) == (2 if fanout else 1), agent.stdout
         try:
-            wait_until(f"orphaned ffmpeg {pid} to die", lambda: not alive(pid), 2)
+            wait_until(f"orphans {pids} to die", lambda: not any(map(alive, pids)), 2)
         finally:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)

@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from agents.node.tcpwatch import PeerReading
+from agents.node.tcpwatch import PeerReading, socket_inodes
 
 
 def test_a_peer_that_stops_reading_is_seen_within_seconds_and_one_that_reads_is_not() -> None:
@@ -38,7 +38,7 @@ def test_a_peer_that_stops_reading_is_seen_within_seconds_and_one_that_reads_is_
         for thread in threads:
             thread.start()
         try:
-            peer = PeerReading(os.getpid())
+            peer = PeerReading(lambda: socket_inodes(os.getpid()))
             worst_while_reading = 0.0
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:

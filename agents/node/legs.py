@@ -1,0 +1,351 @@
+"""Relays that share their stream's fan-out process (agents.node.fanout) instead of running an
+ffmpeg each: one process per publish session reads the stream once and writes every RTMP(S)
+destination of it; each destination is a leg of it.
+
+To its relay (agents.node.lifecycle) a leg looks like one ffmpeg attempt (:class:`LegAttempt`:
+read its progress and log, stop it, say why it ended), so states, backoff, giving up, restarts,
+mute and the control API are the same for both kinds. A leg does not reconnect by itself: its
+connection ending ends the attempt, and the relay decides when to try again. The process
+(:class:`FanoutProcess`) starts with its session's first leg and ends a few seconds after its
+last one left, or when its source ends (every leg's attempt ends with it).
+
+Standard library only: it runs on nodes that have no Django.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from agents.node.process import TICK, exit_text, spawn
+from agents.node.relay import Progress, RelaySpec, redact
+from agents.node.tcpwatch import PeerReading
+
+__all__ = ["FanoutProcesses", "LegAttempt", "fans_out"]
+
+IDLE_S = 0.5  # a process with no legs left lives this long: a restarted leg finds it still there
+_ROOT = str(Path(__file__).resolve().parents[2])  # where the agents package is, for the child
+
+
+def fans_out(spec: RelaySpec) -> bool:
+    """Whether the relay can be a leg of its stream's fan-out: a copy of a stream of this node's
+    ingest to an RTMP(S) destination. Pulls, transcoding, SRT destinations and what a shared
+    encoder feeds stay ffmpeg relays."""
+    return (
+        not (spec.pull or spec.local or spec.transcode)
+        and spec.source_url.startswith("rtmp://")
+        and "/encoded/" not in spec.source_url
+        and spec.target_url.startswith(("rtmp://", "rtmps://"))
+    )
+
+
+class LegAttempt:
+    """One connection of a leg, as the relay's attempt: the same methods as
+    :class:`agents.node.process.Attempt`. Not thread-safe, like it: its relay's thread uses it
+    (the fan-out's reader only puts events in its queue)."""
+
+    def __init__(self, processes: FanoutProcesses, spec: RelaySpec, secrets: tuple[str, ...]):
+        self.secrets = secrets
+        self.stalled: str | None = None
+        self.events: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
+        self._id = f"{spec.relay_id}#{time.monotonic_ns()}"  # this attempt, not the relay
+        self._target = spec.target_url
+        self._ordered = False
+        self._ended: str | None = None
+        self._inode = 0
+        self._peer = PeerReading(lambda: {self._inode} if self._inode else set())
+        self._process = processes.attach(spec, self._id, self)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def stopping(self) -> bool:
+        return self._ordered
+
+    def started(self) -> str:
+        return f"joined the stream's fan-out, pid {self.pid}"
+
+    def read(self) -> tuple[list[Progress], list[str]] | None:
+        if self._ended is not None:
+            return None
+        progress: list[Progress] = []
+        log: list[str] = []
+        deadline = time.monotonic() + TICK
+        while self._ended is None:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if event is None:  # the fan-out process ended: its source did
+                self._ended = redact(self._process.outcome(), self.secrets)
+            elif "end" in event:
+                self._ended = redact(f"{self._target}: {event['end']}", self.secrets)
+                log.append(f"[error] {self._ended}")
+            elif "log" in event:
+                log.append(redact(str(event["log"]), self.secrets))
+            elif "inode" in event:
+                self._inode = int(str(event["inode"]))
+                log.append("[info] connected to the destination")
+            elif "bytes" in event:
+                progress.append(
+                    Progress(
+                        total_size=int(str(event["bytes"])),
+                        frame=int(str(event["frames"])),
+                        out_time_us=int(str(event["timeUs"])),
+                    )
+                )
+            if time.monotonic() >= deadline:
+                break
+        return progress, log  # an end shows at the next read
+
+    def not_reading_for(self, now: float) -> float:
+        return self._peer.not_reading_for(now)
+
+    def stop(self, now: float) -> None:
+        """Leave the fan-out; the process carries on for the stream's other legs."""
+        self._ordered = True
+        self._leave()
+
+    def kill_stalled(self, reason: str) -> None:
+        if self.stalled is None:
+            self.stalled = reason
+            self._leave()
+
+    def kill(self) -> None:
+        self._ordered = True
+        self._leave()
+
+    def _leave(self) -> None:
+        if self._ended is None:
+            self._ended = ""
+        self._process.detach(self._id)
+
+    def wait(self) -> int:
+        self._leave()
+        return 0 if self._ordered else 1
+
+    def ended(self, returncode: int) -> str:
+        return "left the stream's fan-out"
+
+    def outcome(self, returncode: int) -> str:
+        if self.stalled is not None:
+            return self.stalled
+        return self._ended or "the destination's connection ended"
+
+
+class FanoutProcess:
+    """One fan-out process and the legs attached to it; its own thread spawns it, feeds it
+    orders, hands its events to the legs and reaps it."""
+
+    def __init__(
+        self,
+        source_url: str,
+        ffmpeg: str,
+        on_exit: Callable[[FanoutProcess], None],
+        silent_s: float,
+    ) -> None:
+        self._silent_s = silent_s
+        self._lock = threading.Lock()
+        self._legs: dict[str, LegAttempt] = {}
+        self._idle_since: float | None = None
+        self._last_line = ""
+        self._returncode: int | None = None
+        self.closing = False  # no leg may attach any more
+        self._heard = time.monotonic()  # its last line: it says it is alive twice a second
+        self._silence = ""
+        self._on_exit = on_exit
+        started = threading.Event()
+        self._failed: OSError | None = None
+        self._command = [sys.executable, "-m", "agents.node.fanout", "--control",
+                         "--ffmpeg", ffmpeg, source_url]  # fmt: skip
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True,
+                                        name="fan-out")  # fmt: skip
+        self._thread.start()
+        started.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def attach(self, leg_id: str, leg: LegAttempt, url: str, mute: bool) -> bool:
+        """Take the leg (False: too late, the process is ending)."""
+        with self._lock:
+            if self.closing:
+                return False
+            self._legs[leg_id] = leg
+            self._idle_since = None
+        self._send({"add": leg_id, "url": url, "mute": mute})
+        return True
+
+    def detach(self, leg_id: str) -> None:
+        with self._lock:
+            if self._legs.pop(leg_id, None) is None:
+                return
+            if not self._legs:
+                self._idle_since = time.monotonic()
+        self._send({"remove": leg_id})
+
+    def outcome(self) -> str:
+        if self._silence:
+            return f"{self._silence}, killed"
+        status = exit_text(self._returncode or 0)
+        if self._last_line:
+            return f"source: {self._last_line} (fan-out {status})"
+        return f"the stream's source ended (fan-out {status})"
+
+    def _send(self, order: dict[str, object]) -> None:
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write((json.dumps(order) + "\n").encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # it is ending: the legs hear of it from the reader
+
+    def _run(self, started: threading.Event) -> None:
+        env = {**os.environ, "PYTHONPATH": _ROOT}
+        try:  # this thread lives until the process is reaped (PR_SET_PDEATHSIG)
+            self.proc = spawn(self._command, stdin=subprocess.PIPE, env=env)
+        except OSError as error:
+            self._failed = error
+            started.set()
+            return
+        started.set()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            selector.register(self.proc.stderr, selectors.EVENT_READ)
+            pending: dict[object, bytes] = {self.proc.stdout: b"", self.proc.stderr: b""}
+            while selector.get_map():
+                for key, _ in selector.select(timeout=TICK):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fileobj)
+                        chunk = b"\n"
+                    *lines, pending[key.fileobj] = (pending[key.fileobj] + chunk).split(b"\n")
+                    for line in filter(None, lines):
+                        self._on_line(line, is_event=key.fileobj is self.proc.stdout)
+                self._end_if_idle()
+        self._returncode = self.proc.wait()
+        with self._lock:
+            self.closing = True
+            legs, self._legs = list(self._legs.values()), {}
+        self._on_exit(self)
+        for leg in legs:
+            leg.events.put(None)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    def _on_line(self, line: bytes, *, is_event: bool) -> None:
+        self._heard = time.monotonic()
+        if not is_event:  # the reader's ffmpeg speaks: every leg's log
+            with self._lock:
+                legs = list(self._legs.values())
+            text = line.decode(errors="replace").strip()
+            for leg in legs:  # any leg's key hidden from every leg (one log for them all)
+                text = redact(text, leg.secrets)
+            self._last_line = text
+            for leg in legs:
+                leg.events.put({"log": f"[error] source: {self._last_line}"})
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        with self._lock:
+            owner = self._legs.get(str(event.get("leg")))
+        if owner is not None:
+            owner.events.put(event)
+
+    def _end_if_idle(self) -> None:
+        """End it a while after its last leg left; kill it when it has said nothing for
+        ``silent_s`` (stopped, wedged): its legs start again with a new one."""
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle_since is not None and now - self._idle_since > IDLE_S
+            ending, self.closing = idle and not self.closing, self.closing or idle
+        if ending:
+            self._on_exit(self)
+            self.proc.terminate()
+        elif now - self._heard > self._silent_s and self.proc.poll() is None:
+            self._silence = f"the stream's fan-out said nothing for {now - self._heard:.0f}s"
+            self.proc.kill()
+
+    def terminate(self) -> None:
+        with self._lock:
+            self.closing = True
+        if self.proc.poll() is None:
+            self.proc.terminate()
+
+    def join(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+class FanoutProcesses:
+    """The node's fan-out processes, one per (stream source, publish session)."""
+
+    def __init__(self, ffmpeg: str, *, silent_s: float = 15.0) -> None:
+        self._ffmpeg = ffmpeg
+        self._silent_s = silent_s
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], FanoutProcess] = {}
+        self._all: list[FanoutProcess] = []
+
+    def attach(self, spec: RelaySpec, leg_id: str, leg: LegAttempt) -> FanoutProcess:
+        key = (spec.source_url, spec.session)
+        with self._lock:
+            process = self._running.get(key)
+            if process is None or not process.attach(leg_id, leg, spec.target_url, spec.mute):
+                process = FanoutProcess(spec.source_url, self._ffmpeg, self._exited, self._silent_s)
+                self._running[key] = process
+                self._all = [p for p in self._all if not p.join(0)] + [process]
+                process.attach(leg_id, leg, spec.target_url, spec.mute)
+        return process
+
+    def retire(self, wanted: set[tuple[str, str]]) -> None:
+        """End, and wait for, the processes of a stream's earlier sessions: ``wanted`` holds
+        the (source, session) of every leg now wanted. A new session's publisher must not be
+        admitted while the last session's reader still plays its name (the agent counts the
+        players before it answers nginx's publish hook)."""
+        sources = {source for source, _ in wanted}
+        with self._lock:
+            old = [
+                process
+                for key, process in self._running.items()
+                if key[0] in sources and key not in wanted
+            ]
+        for process in old:
+            process.terminate()
+        for process in old:
+            if not process.join(1.0):
+                process.proc.kill()
+
+    def _exited(self, process: FanoutProcess) -> None:
+        with self._lock:
+            for key, running in list(self._running.items()):
+                if running is process:
+                    del self._running[key]
+
+    def shutdown(self, timeout: float) -> None:
+        with self._lock:
+            processes = list(self._all)
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            if not process.join(max(0.0, deadline - time.monotonic())):
+                process.proc.kill()
+                process.join(2.0)
