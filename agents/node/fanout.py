@@ -8,15 +8,16 @@ out in one write every FLUSH_S. A leg that connects mid-stream starts at the las
 a leg whose destination stops reading has its tags dropped until it has room again and the next
 keyframe comes, so it never holds the others back. A muted leg gets no audio.
 
-Run by the agent (agents.node.legs), one process per publish session, legs given on stdin as
-JSON lines (``{"add": id, "url": ..., "mute": false}``, ``{"remove": id}``); it reports on
+Run by the agent (agents.node.legs), one process per publish session, its source and legs given
+on stdin as JSON lines (``{"source": url}`` first, then ``{"add": id, "url": ..., "mute": false}``
+and ``{"remove": id}``), so no key shows on a command line; it reports on
 stdout (``{"leg": id, "inode": n}`` once connected, ``{"leg": id, "bytes": n, "frames": n,
 "timeUs": n}`` twice a second, ``{"leg": id, "end": why}`` when its connection ends: the agent's
 relay decides whether and when to try again). It exits when the source ends. By hand, legs on
 the command line reconnect by themselves a second after they break:
 
     python -m agents.node.fanout rtmp://127.0.0.1:1935/live/KEY rtmp://a/app/k1 rtmps://b/app/k2
-    python -m agents.node.fanout --control rtmp://127.0.0.1:1935/live/KEY
+    python -m agents.node.fanout --control  # then {"source": ...} and legs on stdin
 
 Standard library only: it runs on nodes that have no Django.
 """
@@ -218,11 +219,8 @@ class Fanout:
             self.remove(leg_id)
 
 
-async def _orders(fanout: Fanout) -> None:
+async def _orders(fanout: Fanout, reader: asyncio.StreamReader) -> None:
     """The agent's orders, one JSON object a line on stdin, until it closes stdin."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 16)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
         order = json.loads(line)
         if "add" in order:
@@ -244,21 +242,19 @@ def _print(event: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-async def _main(source: str, targets: list[str], *, control: bool, ffmpeg: str) -> int:
-    fanout = Fanout(source, ffmpeg=ffmpeg, report=_print if control else None)
-    for n, url in enumerate(targets):
-        fanout.add(str(n), url)
+async def _serve(fanout: Fanout, orders: asyncio.StreamReader | None = None) -> int:
+    """Run until the source ends, a signal, or (with ``orders``) the agent closes stdin."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     running = loop.create_task(fanout.run())
     waits: list[asyncio.Task[Any]] = [running, loop.create_task(stopping.wait())]
-    if control:  # the agent closing stdin (it stopped or died) ends the process too
-        waits.append(loop.create_task(_orders(fanout)))
+    if orders is not None:  # the agent closing stdin (it stopped or died) ends the process too
+        waits.append(loop.create_task(_orders(fanout, orders)))
     await asyncio.wait(waits, return_when="FIRST_COMPLETED")
-    if not control:
-        for leg_id, leg in fanout.legs.items():  # what became of each leg, for bench/soak.py
+    if orders is None:
+        for leg_id, leg in fanout.legs.items():  # what became of each leg
             print(json.dumps({"leg": leg_id, "connects": leg.connects, "dropped": leg.dropped}))
     fanout.close()
     if running.done():
@@ -269,6 +265,25 @@ async def _main(source: str, targets: list[str], *, control: bool, ffmpeg: str) 
     return 0
 
 
+async def _controlled(ffmpeg: str) -> int:
+    """Under the agent: started ahead of need, it waits for its source (``{"source": url}``,
+    the first line on stdin), so a new session costs no Python start-up; legs follow."""
+    reader = asyncio.StreamReader(limit=1 << 16)
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    first = await reader.readline()
+    if not first:
+        return 0
+    return await _serve(Fanout(json.loads(first)["source"], ffmpeg=ffmpeg, report=_print), reader)
+
+
+async def _by_hand(source: str, targets: list[str], ffmpeg: str) -> int:
+    fanout = Fanout(source, ffmpeg=ffmpeg)
+    for n, url in enumerate(targets):
+        fanout.add(str(n), url)
+    return await _serve(fanout)
+
+
 def main(argv: list[str]) -> int:
     control = argv[:1] == ["--control"]
     args = argv[1:] if control else argv
@@ -276,7 +291,9 @@ def main(argv: list[str]) -> int:
     if args[:1] == ["--ffmpeg"]:
         ffmpeg, args = args[1], args[2:]
     try:
-        return asyncio.run(_main(args[0], args[1:], control=control, ffmpeg=ffmpeg))
+        if control:
+            return asyncio.run(_controlled(ffmpeg))
+        return asyncio.run(_by_hand(args[0], args[1:], ffmpeg))
     except OSError as error:  # the reader could not start
         print(f"could not start ffmpeg: {error}", file=sys.stderr)
         return 1

@@ -6,8 +6,10 @@ To its relay (agents.node.lifecycle) a leg looks like one ffmpeg attempt (:class
 read its progress and log, stop it, say why it ended), so states, backoff, giving up, restarts,
 mute and the control API are the same for both kinds. A leg does not reconnect by itself: its
 connection ending ends the attempt, and the relay decides when to try again. The process
-(:class:`FanoutProcess`) starts with its session's first leg and ends a few seconds after its
-last one left, or when its source ends (every leg's attempt ends with it).
+(:class:`FanoutProcess`) is started ahead of need (a spare), is given its session's source with
+the first leg, and ends half a second after its last leg left, when the stream's next session
+replaces it, when its source ends, or killed when it has said nothing for the stall timeout
+(every leg's attempt ends with it, and starts again).
 
 Standard library only: it runs on nodes that have no Django.
 """
@@ -148,13 +150,10 @@ class FanoutProcess:
     orders, hands its events to the legs and reaps it."""
 
     def __init__(
-        self,
-        source_url: str,
-        ffmpeg: str,
-        on_exit: Callable[[FanoutProcess], None],
-        silent_s: float,
+        self, ffmpeg: str, on_exit: Callable[[FanoutProcess], None], silent_s: float
     ) -> None:
         self._silent_s = silent_s
+        self._source = ""  # none yet: a spare, started ahead of need
         self._lock = threading.Lock()
         self._legs: dict[str, LegAttempt] = {}
         self._idle_since: float | None = None
@@ -167,7 +166,7 @@ class FanoutProcess:
         started = threading.Event()
         self._failed: OSError | None = None
         self._command = [sys.executable, "-m", "agents.node.fanout", "--control",
-                         "--ffmpeg", ffmpeg, source_url]  # fmt: skip
+                         "--ffmpeg", ffmpeg]  # fmt: skip
         self._thread = threading.Thread(target=self._run, args=(started,), daemon=True,
                                         name="fan-out")  # fmt: skip
         self._thread.start()
@@ -178,6 +177,11 @@ class FanoutProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def start(self, source_url: str) -> None:
+        """Give the spare its stream: from now on it reads it and says it is alive."""
+        self._source, self._heard = source_url, time.monotonic()
+        self._send({"source": source_url})
 
     def attach(self, leg_id: str, leg: LegAttempt, url: str, mute: bool) -> bool:
         """Take the leg (False: too late, the process is ending)."""
@@ -279,7 +283,7 @@ class FanoutProcess:
         if ending:
             self._on_exit(self)
             self.proc.terminate()
-        elif now - self._heard > self._silent_s and self.proc.poll() is None:
+        elif self._source and now - self._heard > self._silent_s and self.proc.poll() is None:
             self._silence = f"the stream's fan-out said nothing for {now - self._heard:.0f}s"
             self.proc.kill()
 
@@ -303,16 +307,34 @@ class FanoutProcesses:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], FanoutProcess] = {}
         self._all: list[FanoutProcess] = []
+        # One process started ahead of need: a new session costs no Python start-up (0.1 s of
+        # the publisher's wait in the publish hook, measured by `make bench`).
+        self._spare: FanoutProcess | None = None
+        with self._lock:
+            self._make_spare()
+
+    def _make_spare(self) -> None:
+        try:
+            self._spare = FanoutProcess(self._ffmpeg, self._exited, self._silent_s)
+        except OSError:
+            self._spare = None  # tried again when one is needed
+            return
+        self._all = [p for p in self._all if not p.join(0)] + [self._spare]
 
     def attach(self, spec: RelaySpec, leg_id: str, leg: LegAttempt) -> FanoutProcess:
         key = (spec.source_url, spec.session)
         with self._lock:
             process = self._running.get(key)
             if process is None or not process.attach(leg_id, leg, spec.target_url, spec.mute):
-                process = FanoutProcess(spec.source_url, self._ffmpeg, self._exited, self._silent_s)
+                if self._spare is None or self._spare.closing:
+                    self._make_spare()
+                if self._spare is None:
+                    raise OSError("could not start the stream's fan-out")
+                process, self._spare = self._spare, None
+                process.start(spec.source_url)
                 self._running[key] = process
-                self._all = [p for p in self._all if not p.join(0)] + [process]
                 process.attach(leg_id, leg, spec.target_url, spec.mute)
+                self._make_spare()
         return process
 
     def retire(self, wanted: set[tuple[str, str]]) -> None:
@@ -335,6 +357,8 @@ class FanoutProcesses:
 
     def _exited(self, process: FanoutProcess) -> None:
         with self._lock:
+            if process is self._spare:
+                self._spare = None
             for key, running in list(self._running.items()):
                 if running is process:
                     del self._running[key]

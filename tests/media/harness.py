@@ -274,21 +274,31 @@ def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
 
 def relay_pids(stream_key: str, *more: str) -> list[int]:
     """The processes relaying a stream of an ingest to its destinations, whatever their kind:
-    its fan-out (``python -m agents.node.fanout ... SOURCE``) or ffmpeg relays (``-i SOURCE ...
-    TARGET``). Not recorders, snapshots or the fan-out's reader: they write no network target.
-    The destinations' keys are not on any command line: a fan-out gets them on its stdin."""
+    ffmpeg relays (``-i SOURCE ... TARGET``) or the stream's fan-out, found by the ffmpeg that
+    reads the stream for it (``-i SOURCE ... pipe:1``, its child). Not recorders or snapshots.
+    No destination's key is on any command line: a fan-out gets its source and legs on stdin."""
     source = f"/live/{stream_key}".encode()
     wanted = [source, *(f.encode() for f in more)]
     found = []
     for pid, argv in _argvs():
         line = b"\0".join(argv)
-        if not argv or not all(f in line for f in wanted):
+        if not argv or not argv[0].endswith(b"ffmpeg") or not all(f in line for f in wanted):
             continue
-        fanout = b"agents.node.fanout" in argv
-        relay = argv[0].endswith(b"ffmpeg") and argv[-1].startswith((b"rtmp", b"srt://"))
-        if fanout or (relay and source not in argv[-1]):
-            found.append(pid)
+        if argv[-1].startswith((b"rtmp", b"srt://")) and source not in argv[-1]:
+            found.append(pid)  # an ffmpeg relay
+        elif argv[-1] == b"pipe:1" and (parent := _fanout_parent(pid)):
+            found.append(parent)
     return found
+
+
+def _fanout_parent(pid: int) -> int:
+    """The fan-out process whose child ``pid`` is; 0 if it is not one's."""
+    try:
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        fanout = b"agents.node.fanout" in Path(f"/proc/{parent}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return 0
+    return parent if fanout else 0
 
 
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -654,6 +654,8 @@ def test_legs_of_a_session_share_one_fanout_and_one_killed_spares_other_sessions
     )
     a, b, c = (wait_state(sup, r, RelayState.LIVE, 15) for r in ("s1:a", "s1:b", "s2:c"))
     assert a.pid is not None and a.pid == b.pid and c.pid not in (None, a.pid)
+    command_line = Path(f"/proc/{a.pid}/cmdline").read_bytes()  # what `ps` shows every user
+    assert b"fan-a" not in command_line and b"/live/src" not in command_line
     for key in ("fan-a", "fan-b", "fan-c"):
         assert set(probe(ingest.dest(key))) == {"video", "audio"}
     c_client = ingest.sink.publishers()["fan-c"][0]
