@@ -10,7 +10,7 @@ keyframe comes, so it never holds the others back. A muted leg gets no audio.
 
 Run by the agent (agents.node.legs), one process per publish session, its source and legs given
 on stdin as JSON lines (``{"source": url}`` first, then ``{"add": id, "url": ..., "mute": false}``
-and ``{"remove": id}``), so no key shows on a command line; it reports on
+and ``{"remove": id}``), so no destination's key shows on a command line; it reports on
 stdout (``{"leg": id, "inode": n}`` once connected, ``{"leg": id, "bytes": n, "frames": n,
 "timeUs": n}`` twice a second, ``{"leg": id, "end": why}`` when its connection ends: the agent's
 relay decides whether and when to try again). It exits when the source ends. By hand, legs on
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.node.process import die_with_parent
-from agents.node.rtmp import AUDIO, DATA, VIDEO, Publisher, RtmpError, Tag, flv_tags
+from agents.node.rtmp import AUDIO, DATA, VIDEO, Publisher, Tag, flv_tags
 
 # What a leg may have waiting in its socket's buffer before its tags are dropped (4 MiB: five
 # seconds of a 6 Mb/s stream).
@@ -102,10 +102,13 @@ class Fanout:
             try:
                 await publisher.connect()
             # TimeoutError and ssl's errors are OSErrors; a server that hangs up mid-handshake
-            # ends the read early (EOFError)
-            except (OSError, EOFError, RtmpError) as error:
+            # ends the read early (EOFError); a server's odd answer may be a ValueError
+            except Exception as error:
                 publisher.close()
                 leg.last_error = _reason(error)
+            except BaseException:  # removed while connecting: no half-open connection stays
+                publisher.close()
+                raise
             else:
                 leg.publisher = publisher
                 if self.report is not None:
@@ -206,6 +209,8 @@ class Fanout:
         try:
             async for tag in flv_tags(self.source.stdout):
                 self._dispatch(tag)
+        except asyncio.IncompleteReadError:
+            pass  # the source ended mid-tag, or before any: its ffmpeg said why (stderr)
         finally:
             for helper in helpers:
                 helper.cancel()
@@ -222,11 +227,15 @@ class Fanout:
 async def _orders(fanout: Fanout, reader: asyncio.StreamReader) -> None:
     """The agent's orders, one JSON object a line on stdin, until it closes stdin."""
     while line := await reader.readline():
-        order = json.loads(line)
-        if "add" in order:
-            fanout.add(order["add"], order["url"], mute=bool(order.get("mute")), reconnect=False)
-        elif "remove" in order:
-            fanout.remove(order["remove"])
+        try:
+            order = json.loads(line)
+            if "add" in order:
+                url, mute = str(order["url"]), bool(order.get("mute"))
+                fanout.add(str(order["add"]), url, mute=mute, reconnect=False)
+            elif "remove" in order:
+                fanout.remove(str(order["remove"]))
+        except (ValueError, TypeError, KeyError):  # not echoed: an order may hold a key
+            print("fan-out: a malformed order was ignored", file=sys.stderr, flush=True)
 
 
 def _reason(error: BaseException) -> str:

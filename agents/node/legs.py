@@ -16,6 +16,7 @@ Standard library only: it runs on nodes that have no Django.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -33,6 +34,7 @@ from agents.node.tcpwatch import PeerReading
 
 __all__ = ["FanoutProcesses", "LegAttempt", "fans_out"]
 
+_RETIRED_KEPT = 1024
 IDLE_S = 0.5  # a process with no legs left lives this long: a restarted leg finds it still there
 _ROOT = str(Path(__file__).resolve().parents[2])  # where the agents package is, for the child
 
@@ -51,8 +53,9 @@ def fans_out(spec: RelaySpec) -> bool:
 
 class LegAttempt:
     """One connection of a leg, as the relay's attempt: the same methods as
-    :class:`agents.node.process.Attempt`. Not thread-safe, like it: its relay's thread uses it
-    (the fan-out's reader only puts events in its queue)."""
+    :class:`agents.node.process.Attempt`. Its relay's thread uses it (``kill`` may come from
+    the thread shutting the node down; leaving is idempotent); the fan-out's reader thread only
+    puts events in its queue."""
 
     def __init__(self, processes: FanoutProcesses, spec: RelaySpec, secrets: tuple[str, ...]):
         self.secrets = secrets
@@ -146,8 +149,8 @@ class LegAttempt:
 
 
 class FanoutProcess:
-    """One fan-out process and the legs attached to it; its own thread spawns it, feeds it
-    orders, hands its events to the legs and reaps it."""
+    """One fan-out process and the legs attached to it: its own thread spawns it, hands its
+    events to the legs and reaps it; the legs' threads write its orders."""
 
     def __init__(
         self, ffmpeg: str, on_exit: Callable[[FanoutProcess], None], silent_s: float
@@ -221,11 +224,11 @@ class FanoutProcess:
         env = {**os.environ, "PYTHONPATH": _ROOT}
         try:  # this thread lives until the process is reaped (PR_SET_PDEATHSIG)
             self.proc = spawn(self._command, stdin=subprocess.PIPE, env=env)
-        except OSError as error:
-            self._failed = error
-            started.set()
+        except Exception as error:  # the caller raises it, as an OSError
+            self._failed = error if isinstance(error, OSError) else OSError(str(error))
             return
-        started.set()
+        finally:
+            started.set()
         assert self.proc.stdout is not None and self.proc.stderr is not None
         with selectors.DefaultSelector() as selector:
             selector.register(self.proc.stdout, selectors.EVENT_READ)
@@ -250,16 +253,17 @@ class FanoutProcess:
             leg.events.put(None)
         for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):  # an order that could not be flushed
+                    pipe.close()
 
     def _on_line(self, line: bytes, *, is_event: bool) -> None:
         self._heard = time.monotonic()
         if not is_event:  # the reader's ffmpeg speaks: every leg's log
             with self._lock:
                 legs = list(self._legs.values())
-            text = line.decode(errors="replace").strip()
-            for leg in legs:  # any leg's key hidden from every leg (one log for them all)
-                text = redact(text, leg.secrets)
+            # Any leg's key hidden from every leg (one log for them all), longest first.
+            secrets = [secret for leg in legs for secret in leg.secrets]
+            text = redact(line.decode(errors="replace").strip(), secrets)
             self._last_line = text
             for leg in legs:
                 leg.events.put({"log": f"[error] source: {self._last_line}"})
@@ -307,6 +311,8 @@ class FanoutProcesses:
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], FanoutProcess] = {}
         self._all: list[FanoutProcess] = []
+        self._retired: dict[tuple[str, str], None] = {}  # superseded sessions, oldest first
+        self._closed = False
         # One process started ahead of need: a new session costs no Python start-up (0.1 s of
         # the publisher's wait in the publish hook, measured by `make bench`).
         self._spare: FanoutProcess | None = None
@@ -324,6 +330,10 @@ class FanoutProcesses:
     def attach(self, spec: RelaySpec, leg_id: str, leg: LegAttempt) -> FanoutProcess:
         key = (spec.source_url, spec.session)
         with self._lock:
+            if self._closed:
+                raise OSError("the node's relays are shut down")
+            if key in self._retired:  # a relay still on the session's spec: it is over
+                raise OSError("the stream's session is over")
             process = self._running.get(key)
             if process is None or not process.attach(leg_id, leg, spec.target_url, spec.mute):
                 if self._spare is None or self._spare.closing:
@@ -333,8 +343,9 @@ class FanoutProcesses:
                 process, self._spare = self._spare, None
                 process.start(spec.source_url)
                 self._running[key] = process
-                process.attach(leg_id, leg, spec.target_url, spec.mute)
                 self._make_spare()
+                if not process.attach(leg_id, leg, spec.target_url, spec.mute):
+                    raise OSError("the stream's fan-out ended as it started")
         return process
 
     def retire(self, wanted: set[tuple[str, str]]) -> None:
@@ -345,13 +356,18 @@ class FanoutProcesses:
         sources = {source for source, _ in wanted}
         with self._lock:
             old = [
-                process
+                (key, process)
                 for key, process in self._running.items()
                 if key[0] in sources and key not in wanted
             ]
-        for process in old:
+            for key, _ in old:
+                self._retired[key] = None
+            while len(self._retired) > _RETIRED_KEPT:
+                del self._retired[next(iter(self._retired))]
+        old_processes = [process for _, process in old]
+        for process in old_processes:
             process.terminate()
-        for process in old:
+        for process in old_processes:
             if not process.join(1.0):
                 process.proc.kill()
 
@@ -365,6 +381,7 @@ class FanoutProcesses:
 
     def shutdown(self, timeout: float) -> None:
         with self._lock:
+            self._closed = True
             processes = list(self._all)
         for process in processes:
             process.terminate()

@@ -31,7 +31,8 @@ class Supervisor:
     ``on_change`` is called with the relay's snapshot whenever its state changes, from the
     relay's own thread and with no lock held; it may be called from several relays' threads at
     once. Every method is thread-safe and returns without waiting for processes, except
-    :meth:`shutdown`.
+    :meth:`shutdown`, and :meth:`reconcile` when a stream's new session replaces the fan-out of
+    its last one (up to a second each; see agents.node.legs).
     """
 
     def __init__(
