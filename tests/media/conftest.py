@@ -214,4 +214,7 @@ def live_stream(rig: RigNode, streamer: APIClient, youtube: Platform, twitch: Pl
     publisher = rig.publish(stream["streamKey"])
     wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
     wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
+    # and live as the API says it (a leg reaches its platform a second before it reports so)
+    live = {"YouTube": "live", "Twitch": "live"}
+    wait_until(lambda: relay_states(streamer, stream["id"]) == live, 15)
     return stream, publisher
