@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.models import IngestNode
@@ -171,10 +171,12 @@ def publishers_seen(*, node: IngestNode, keys: list[str]) -> None:
     now = timezone.now()
     live = Session.objects.filter(node=node, ended_at__isnull=True)
     live.filter(stream__stream_key__in=keys).update(publisher_seen_at=now, publisher_missed=0)
-    # A miss counts once nginx should list the publisher: the agent holds nginx's publish hook
-    # (up to its 5-s timeout) while the relays start, and reports meanwhile.
+    # A miss counts once nginx should list the publisher: it has listed it since the session
+    # opened, or the session is older than nginx's publish hook may take (the agent holds the
+    # hook while the relays start, and reports meanwhile: those reports cannot list it yet).
     settled = now - timedelta(seconds=PUBLISH_APPEARS_S)
-    live.exclude(stream__stream_key__in=keys).filter(started_at__lt=settled).update(
+    listed = Q(publisher_seen_at__gt=F("started_at")) | Q(started_at__lt=settled)
+    live.exclude(stream__stream_key__in=keys).filter(listed).update(
         publisher_missed=F("publisher_missed") + 1
     )
     cutoff = now - timedelta(seconds=settings.RIG_PUBLISHER_STALE_S)
