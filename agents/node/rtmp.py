@@ -31,6 +31,7 @@ from typing import Any
 
 CHUNK_SIZE = 65536
 SEND_BUFFER_BYTES = 256 * 1024
+_CLEAN_END_BYTES = 1024 * 1024  # more waiting for a destination than this: it does not read
 _CONTROL_CSID, _COMMAND_CSID, _DATA_CSID, _AUDIO_CSID, _VIDEO_CSID = 2, 3, 4, 6, 7
 AUDIO, VIDEO, DATA = 8, 9, 18  # FLV tag types are RTMP message types
 _SET_CHUNK_SIZE, _ACK, _USER_CONTROL, _WINDOW_ACK, _PEER_BW, _AMF0_COMMAND = 1, 3, 4, 5, 6, 20
@@ -232,9 +233,11 @@ class Publisher:
         self.closed = asyncio.Event()
         self.error = ""
         self.inode = 0  # of its TCP socket: how agents.node.tcpwatch finds the connection
+        self._key = ""
 
     async def connect(self) -> None:
         host, port, tls, app, key, tc_url = _split(self.url)
+        self._key = key
         context = ssl.create_default_context() if tls else None
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=context), self.timeout
@@ -373,10 +376,20 @@ class Publisher:
         self._pending = []
 
     def close(self) -> None:
+        """End the connection: a publishing one that still takes what it is sent says so first
+        (FCUnpublish, deleteStream: the platform ends the broadcast now, as ffmpeg's relays
+        do); one that is broken or no longer reads is dropped (nothing would flush to it)."""
         if self._reading is not None:
             self._reading.cancel()
         if self._writer is not None:
-            self._writer.close()
+            if self.closed.is_set() or self.buffered > _CLEAN_END_BYTES:
+                self._writer.transport.abort()
+            else:
+                if self.stream_id:
+                    self.flush()
+                    self._command("FCUnpublish", 6, None, self._key)
+                    self._command("deleteStream", 7, None, self.stream_id)
+                self._writer.close()
         self.closed.set()
 
 
