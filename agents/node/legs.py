@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import queue
-import selectors
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.node.process import TICK, exit_text, spawn
+from agents.node.process import TICK, PipeLines, exit_text, spawn
 from agents.node.relay import Progress, RelaySpec, redact
 from agents.node.tcpwatch import PeerReading
 
@@ -127,8 +126,7 @@ class LegAttempt:
             self._leave()
 
     def kill(self) -> None:
-        self._ordered = True
-        self._leave()
+        self.stop(time.monotonic())
 
     def _leave(self) -> None:
         if self._ended is None:
@@ -229,21 +227,12 @@ class FanoutProcess:
             return
         finally:
             started.set()
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            selector.register(self.proc.stderr, selectors.EVENT_READ)
-            pending: dict[object, bytes] = {self.proc.stdout: b"", self.proc.stderr: b""}
-            while selector.get_map():
-                for key, _ in selector.select(timeout=TICK):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        selector.unregister(key.fileobj)
-                        chunk = b"\n"
-                    *lines, pending[key.fileobj] = (pending[key.fileobj] + chunk).split(b"\n")
-                    for line in filter(None, lines):
-                        self._on_line(line, is_event=key.fileobj is self.proc.stdout)
-                self._end_if_idle()
+        lines = PipeLines(events=self.proc.stdout, log=self.proc.stderr)
+        while (arrived := lines.read(TICK)) is not None:
+            for name, line in arrived:
+                self._on_line(line, is_event=name == "events")
+            self._end_if_idle()
+        lines.close()
         self._returncode = self.proc.wait()
         with self._lock:
             self.closing = True
@@ -256,14 +245,14 @@ class FanoutProcess:
                 with contextlib.suppress(OSError):  # an order that could not be flushed
                     pipe.close()
 
-    def _on_line(self, line: bytes, *, is_event: bool) -> None:
+    def _on_line(self, line: str, *, is_event: bool) -> None:
         self._heard = time.monotonic()
         if not is_event:  # the reader's ffmpeg speaks: every leg's log
             with self._lock:
                 legs = list(self._legs.values())
             # Any leg's key hidden from every leg (one log for them all), longest first.
             secrets = [secret for leg in legs for secret in leg.secrets]
-            text = redact(line.decode(errors="replace").strip(), secrets)
+            text = redact(line, secrets)
             self._last_line = text
             for leg in legs:
                 leg.events.put({"log": f"[error] source: {self._last_line}"})
@@ -343,8 +332,9 @@ class FanoutProcesses:
                 process, self._spare = self._spare, None
                 process.start(spec.source_url)
                 self._running[key] = process
-                self._make_spare()
-                if not process.attach(leg_id, leg, spec.target_url, spec.mute):
+                attached = process.attach(leg_id, leg, spec.target_url, spec.mute)
+                self._make_spare()  # after the leg's order: its spawn is not on the leg's path
+                if not attached:
                     raise OSError("the stream's fan-out ended as it started")
         return process
 

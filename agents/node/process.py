@@ -24,7 +24,7 @@ import subprocess
 import sys
 import urllib.parse
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from agents.node.relay import Progress, ProgressParser, redact
 from agents.node.tcpwatch import PeerReading, socket_inodes
@@ -32,6 +32,7 @@ from agents.node.tcpwatch import PeerReading, socket_inodes
 __all__ = [
     "TICK",
     "Attempt",
+    "PipeLines",
     "answers",
     "die_with_parent",
     "exit_text",
@@ -123,6 +124,37 @@ def spawn(command: list[str], **popen: Any) -> subprocess.Popen[bytes]:
     )
 
 
+class PipeLines:
+    """Complete lines from a child's pipes as they arrive, each with its pipe's name."""
+
+    def __init__(self, **pipes: IO[bytes] | None) -> None:
+        self._selector = selectors.DefaultSelector()
+        for name, pipe in pipes.items():
+            assert pipe is not None
+            self._selector.register(pipe, selectors.EVENT_READ, name)
+        self._pending: dict[int, bytes] = {}
+
+    def read(self, timeout: float) -> list[tuple[str, str]] | None:
+        """(pipe name, line) for every non-empty line completed within ``timeout``, in order;
+        None once every pipe is closed."""
+        if not self._selector.get_map():
+            return None
+        lines: list[tuple[str, str]] = []
+        for key, _ in self._selector.select(timeout=timeout):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                self._selector.unregister(key.fileobj)
+                chunk = b"\n"  # flush whatever partial line was left
+            *complete, self._pending[key.fd] = (self._pending.get(key.fd, b"") + chunk).split(b"\n")
+            for raw in complete:
+                if text := raw.decode(errors="replace").strip():
+                    lines.append((key.data, text))
+        return lines
+
+    def close(self) -> None:
+        self._selector.close()
+
+
 class Attempt:
     """One ffmpeg process: progress (``-progress pipe:1``) on stdout, log lines on stderr.
 
@@ -136,10 +168,7 @@ class Attempt:
         self._peer = PeerReading(lambda: socket_inodes(self.proc.pid))
         self.secrets = secrets
         self.stalled: str | None = None  # why it was killed for a stall
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.proc.stdout, selectors.EVENT_READ, "progress")
-        self._selector.register(self.proc.stderr, selectors.EVENT_READ, "log")
-        self._pending: dict[int, bytes] = {}
+        self._lines = PipeLines(progress=self.proc.stdout, log=self.proc.stderr)
         self._parser = ProgressParser()
         self._term_sent: float | None = None  # monotonic time of the first SIGTERM
         self._term_repeated = False
@@ -171,25 +200,17 @@ class Attempt:
     def read(self) -> tuple[list[Progress], list[str]] | None:
         """What arrived within one tick: progress blocks and log lines (keys redacted), in
         order. None once ffmpeg closed both pipes."""
-        if not self._selector.get_map():
+        arrived = self._lines.read(TICK)
+        if arrived is None:
             return None
         progress: list[Progress] = []
         log: list[str] = []
-        for key, _ in self._selector.select(timeout=TICK):
-            chunk = os.read(key.fd, 65536)
-            if not chunk:
-                self._selector.unregister(key.fileobj)
-                chunk = b"\n"  # flush whatever partial line was left
-            *complete, self._pending[key.fd] = (self._pending.get(key.fd, b"") + chunk).split(b"\n")
-            for raw in complete:
-                text = raw.decode(errors="replace").strip()
-                if not text:
-                    continue
-                if key.data == "progress":
-                    if (block := self._parser.feed(text)) is not None:
-                        progress.append(block)
-                else:
-                    log.append(self._logged(text))
+        for pipe, text in arrived:
+            if pipe == "progress":
+                if (block := self._parser.feed(text)) is not None:
+                    progress.append(block)
+            else:
+                log.append(self._logged(text))
         return progress, log
 
     def _logged(self, line: str) -> str:
@@ -223,7 +244,7 @@ class Attempt:
     def wait(self) -> int:
         """Reap ffmpeg and close its pipes; its exit status."""
         returncode = self.proc.wait()
-        self._selector.close()
+        self._lines.close()
         for pipe in (self.proc.stdout, self.proc.stderr):
             if pipe is not None:
                 pipe.close()
