@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
-from bench.fanout import make_source, measure, nginx, publisher, with_children
+from bench.fanout import make_source, measure, nginx, publisher
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
             time.sleep(15)
             sent, received = ingest.publishers(), sink.publishers()
             fanouts = {s.pid for s in supervisor.states() if s.pid}
-            pids = [os.getpid(), ingest.pid, *(p for f in fanouts for p in with_children(f))]
+            pids = [os.getpid(), ingest.pid, *fanouts]
             cpu, mib = measure(pids, args.seconds)
             sent_after, received_after = ingest.publishers(), sink.publishers()
             states = supervisor.states()

@@ -19,7 +19,6 @@ from agents.node.client import ControlPlane, ControlPlaneError
 from agents.node.config import AgentConfig
 from agents.node.desired import ENCODER, desired_pulls, desired_relays, publishers_to_drop
 from agents.node.http import make_handler
-from agents.node.legs import fans_out
 from agents.node.protocol import LAST_ERROR_CHARS, attach_new_log
 from agents.node.recorder import Recorders
 from agents.node.relay import RelaySnapshot, RelaySpec
@@ -124,13 +123,7 @@ class Agent:
         while time.monotonic() < deadline:
             began, ended = self._reconcile_span
             if began > after and ended >= began:  # a reconcile that knew of the session
-                # One player per ffmpeg relay; the stream's fan-out plays it once for its legs.
-                players = {
-                    "fan-out" if self.config.fanout and fans_out(spec) else spec.relay_id
-                    for spec in self._specs
-                    if spec.source_url == source
-                }
-                waiting = len(players)
+                waiting = self.supervisor.players(source)
                 with contextlib.suppress(OSError, ET.ParseError):
                     if ingest.players(self.config.stat_url, name) >= waiting:
                         return

@@ -1,19 +1,22 @@
-"""One stream demuxed once and written to many destinations from one process: rig's relays for
+"""One stream read once and written to many destinations from one process: rig's relays for
 RTMP(S) destinations (issue 14; `make bench` measures it beside ffmpeg relays and nginx's push).
 
-``ffmpeg -c copy`` plays the ingest's local stream once and writes FLV to a pipe; each tag is
-prepared once (agents.node.rtmp.Tag: its RTMP chunks) and queued for every leg, whose queue goes
-out in one write every FLUSH_S. A leg that connects mid-stream starts at the last keyframe
-(metadata, sequence headers, then the tags since that keyframe), so its viewers decode at once;
-a leg whose destination stops reading has its tags dropped until it has room again and the next
-keyframe comes, so it never holds the others back. A muted leg gets no audio.
+It plays the ingest's local stream itself (agents.node.rtmp.Player: no reader process, so a
+spare process is ready to play the moment a publisher arrives); each tag is prepared once
+(agents.node.rtmp.Tag: its RTMP chunks) and queued for every leg; every BATCH_S the process
+reads what the source sent meanwhile and writes each leg's queue in one write. A leg that
+connects mid-stream starts at the last keyframe (metadata, sequence headers, then the tags
+since that keyframe), so its viewers decode at once; a leg whose destination stops reading
+has its tags dropped until it has room again and the next keyframe comes, so it never holds
+the others back. A muted leg gets no audio.
 
 Run by the agent (agents.node.legs), one process per publish session, its source and legs given
 on stdin as JSON lines (``{"source": url}`` first, then ``{"add": id, "url": ..., "mute": false}``
 and ``{"remove": id}``), so no destination's key shows on a command line; it reports on
 stdout (``{"leg": id, "inode": n}`` once connected, ``{"leg": id, "bytes": n, "frames": n,
 "timeUs": n}`` twice a second, ``{"leg": id, "end": why}`` when its connection ends: the agent's
-relay decides whether and when to try again). It exits when the source ends. By hand, legs on
+relay decides whether and when to try again). It exits when the source ends (0), or with 1 and
+why on stderr when it cannot be played or its connection breaks. By hand, legs on
 the command line reconnect by themselves a second after they break:
 
     python -m agents.node.fanout rtmp://127.0.0.1:1935/live/KEY rtmp://a/app/k1 rtmps://b/app/k2
@@ -36,18 +39,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.node.process import die_with_parent
-from agents.node.rtmp import AUDIO, DATA, VIDEO, Publisher, Tag, flv_tags
+from agents.node.rtmp import AUDIO, DATA, VIDEO, Player, Publisher, Tag
 
 # What a leg may have waiting in its socket's buffer before its tags are dropped (4 MiB: five
 # seconds of a 6 Mb/s stream).
 MAX_BUFFERED = 4 * 1024 * 1024
 RECONNECT_S = 1.0
-# Tags go out to each leg in one write this often: about 8 tags a write instead of one (a
-# 30 fps video and 48 kHz AAC make about 77 tags a second), for at most this much delay (a
-# platform's own latency is seconds). `make bench`, 10 legs: 0.37 % of a core per leg writing
-# each tag at once, 0.28 % every 40 ms, 0.23 % every 100 ms.
-FLUSH_S = 0.1
+# The source is read this often, and what came is written to each leg in one write: about 8
+# tags a write instead of one (a 30 fps video and 48 kHz AAC make about 77 tags a second), for
+# at most this much delay (a platform's own latency is seconds). `make bench`, 10 legs: 0.37 %
+# of a core per leg writing each tag at once, 0.28 % every 40 ms, 0.23 % every 100 ms.
+BATCH_S = 0.1
 
 
 REPORT_S = 0.5  # how often a controlled leg's figures go to the agent (ffmpeg's -stats_period)
@@ -72,15 +74,13 @@ class Leg:
 
 
 class Fanout:
-    def __init__(self, source_url: str, *, ffmpeg: str = "ffmpeg", report: Report | None = None):
+    def __init__(self, source_url: str, *, report: Report | None = None):
         self.source_url = source_url
-        self.ffmpeg = ffmpeg
         self.report = report
         self.legs: dict[str, Leg] = {}
         self._metadata: Tag | None = None
         self._configs: dict[int, Tag] = {}  # by kind: the latest sequence header
         self._gop: list[Tag] = []  # since the last keyframe
-        self.source: asyncio.subprocess.Process | None = None
 
     def add(self, leg_id: str, url: str, *, mute: bool = False, reconnect: bool = True) -> None:
         self.remove(leg_id)
@@ -137,6 +137,7 @@ class Fanout:
             *self._gop,
         ]:
             self._send(leg, tag)
+        leg.publisher.flush()
 
     def _send(self, leg: Leg, tag: Tag) -> None:
         if tag.kind == AUDIO and leg.mute:
@@ -172,12 +173,11 @@ class Fanout:
                 leg.waiting_for_key = False
             self._send(leg, tag)
 
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            for leg in self.legs.values():
-                if leg.publisher is not None:
-                    leg.publisher.flush()
+    def _flush(self) -> None:
+        """What the last read of the source brought, to every leg in one write each."""
+        for leg in self.legs.values():
+            if leg.publisher is not None:
+                leg.publisher.flush()
 
     async def _report_loop(self, report: Report) -> None:
         """Each connected leg's figures: bytes the destination's socket took, and the video
@@ -192,32 +192,26 @@ class Fanout:
                     report({"leg": leg_id, "bytes": taken, "frames": leg.frames, "timeUs": time_us})
 
     async def run(self) -> int:
-        """Read the source until it ends (the publisher left); the reader's exit status."""
-        self.source = await asyncio.create_subprocess_exec(
-            self.ffmpeg, "-v", "error", "-nostdin", "-rw_timeout", "10000000",
-            "-analyzeduration", "500000", "-i", self.source_url,
-            "-c", "copy", "-f", "flv", "-flvflags", "no_duration_filesize", "pipe:1",
-            stdout=asyncio.subprocess.PIPE,
-            limit=1 << 20,
-            preexec_fn=die_with_parent(os.getpid()),  # killed with this process, even by SIGKILL
-        )  # fmt: skip
-        assert self.source.stdout is not None
+        """Play the source until it ends (the publisher left): 0; 1 when it could not be
+        played or its connection broke (why, on stderr)."""
+        player = Player(self.source_url, self._dispatch, self._flush, every=BATCH_S)
         loop = asyncio.get_running_loop()
-        helpers = [loop.create_task(self._flush_loop())]
+        helpers = []
         if self.report is not None:
             helpers.append(loop.create_task(self._report_loop(self.report)))
         try:
-            async for tag in flv_tags(self.source.stdout):
-                self._dispatch(tag)
-        except asyncio.IncompleteReadError:
-            pass  # the source ended mid-tag, or before any: its ffmpeg said why (stderr)
+            await player.connect()
+            await player.closed.wait()
+        except Exception as error:  # could not play it (refused, unreachable, timed out)
+            player.error = _reason(error)
         finally:
             for helper in helpers:
                 helper.cancel()
-            with contextlib.suppress(ProcessLookupError):
-                self.source.kill()
-            await self.source.wait()
-        return self.source.returncode or 0
+            player.close()
+        if player.ended:
+            return 0
+        print(player.error, file=sys.stderr, flush=True)
+        return 1
 
     def close(self) -> None:
         for leg_id in list(self.legs):
@@ -274,7 +268,7 @@ async def _serve(fanout: Fanout, orders: asyncio.StreamReader | None = None) -> 
     return 0
 
 
-async def _controlled(ffmpeg: str) -> int:
+async def _controlled() -> int:
     """Under the agent: started ahead of need, it waits for its source (``{"source": url}``,
     the first line on stdin), so a new session costs no Python start-up; legs follow."""
     reader = asyncio.StreamReader(limit=1 << 16)
@@ -283,29 +277,20 @@ async def _controlled(ffmpeg: str) -> int:
     first = await reader.readline()
     if not first:
         return 0
-    return await _serve(Fanout(json.loads(first)["source"], ffmpeg=ffmpeg, report=_print), reader)
+    return await _serve(Fanout(json.loads(first)["source"], report=_print), reader)
 
 
-async def _by_hand(source: str, targets: list[str], ffmpeg: str) -> int:
-    fanout = Fanout(source, ffmpeg=ffmpeg)
+async def _by_hand(source: str, targets: list[str]) -> int:
+    fanout = Fanout(source)
     for n, url in enumerate(targets):
         fanout.add(str(n), url)
     return await _serve(fanout)
 
 
 def main(argv: list[str]) -> int:
-    control = argv[:1] == ["--control"]
-    args = argv[1:] if control else argv
-    ffmpeg = "ffmpeg"
-    if args[:1] == ["--ffmpeg"]:
-        ffmpeg, args = args[1], args[2:]
-    try:
-        if control:
-            return asyncio.run(_controlled(ffmpeg))
-        return asyncio.run(_by_hand(args[0], args[1:], ffmpeg))
-    except OSError as error:  # the reader could not start
-        print(f"could not start ffmpeg: {error}", file=sys.stderr)
-        return 1
+    if argv[:1] == ["--control"]:
+        return asyncio.run(_controlled())
+    return asyncio.run(_by_hand(argv[0], argv[1:]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Standard library only: it runs on nodes that have no Django.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -150,9 +149,7 @@ class FanoutProcess:
     """One fan-out process and the legs attached to it: its own thread spawns it, hands its
     events to the legs and reaps it; the legs' threads write its orders."""
 
-    def __init__(
-        self, ffmpeg: str, on_exit: Callable[[FanoutProcess], None], silent_s: float
-    ) -> None:
+    def __init__(self, on_exit: Callable[[FanoutProcess], None], silent_s: float) -> None:
         self._silent_s = silent_s
         self._source = ""  # none yet: a spare, started ahead of need
         self._lock = threading.Lock()
@@ -164,10 +161,11 @@ class FanoutProcess:
         self._heard = time.monotonic()  # its last line: it says it is alive twice a second
         self._silence = ""
         self._on_exit = on_exit
+        self._orders_lock = threading.Lock()
+        self._orders = bytearray()  # written to its stdin as the pipe takes them
         started = threading.Event()
         self._failed: OSError | None = None
-        self._command = [sys.executable, "-m", "agents.node.fanout", "--control",
-                         "--ffmpeg", ffmpeg]  # fmt: skip
+        self._command = [sys.executable, "-m", "agents.node.fanout", "--control"]
         self._thread = threading.Thread(target=self._run, args=(started,), daemon=True,
                                         name="fan-out")  # fmt: skip
         self._thread.start()
@@ -211,17 +209,31 @@ class FanoutProcess:
         return f"the stream's source ended (fan-out {status})"
 
     def _send(self, order: dict[str, object]) -> None:
+        """Queue an order and write what its stdin takes now; the rest goes on the process's
+        own thread, so a wedged process (its pipe full) never blocks a caller, who may hold
+        the registry's or a relay's lock."""
+        with self._orders_lock:
+            self._orders += (json.dumps(order) + "\n").encode()
+            self._write_orders()
+
+    def _write_orders(self) -> None:
+        """Under ``_orders_lock``: as much of the queued orders as the pipe takes."""
+        if not self._orders:
+            return
         try:
             assert self.proc.stdin is not None
-            self.proc.stdin.write((json.dumps(order) + "\n").encode())
-            self.proc.stdin.flush()
+            del self._orders[: os.write(self.proc.stdin.fileno(), self._orders)]
+        except BlockingIOError:
+            pass  # full: the rest on the next tick
         except (OSError, ValueError):
-            pass  # it is ending: the legs hear of it from the reader
+            self._orders.clear()  # it is ending: its thread tells the legs
 
     def _run(self, started: threading.Event) -> None:
         env = {**os.environ, "PYTHONPATH": _ROOT}
         try:  # this thread lives until the process is reaped (PR_SET_PDEATHSIG)
             self.proc = spawn(self._command, stdin=subprocess.PIPE, env=env)
+            assert self.proc.stdin is not None
+            os.set_blocking(self.proc.stdin.fileno(), False)  # see _send
         except Exception as error:  # the caller raises it, as an OSError
             self._failed = error if isinstance(error, OSError) else OSError(str(error))
             return
@@ -229,6 +241,8 @@ class FanoutProcess:
             started.set()
         lines = PipeLines(events=self.proc.stdout, log=self.proc.stderr)
         while (arrived := lines.read(TICK)) is not None:
+            with self._orders_lock:
+                self._write_orders()
             for name, line in arrived:
                 self._on_line(line, is_event=name == "events")
             self._end_if_idle()
@@ -240,14 +254,15 @@ class FanoutProcess:
         self._on_exit(self)
         for leg in legs:
             leg.events.put(None)
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                with contextlib.suppress(OSError):  # an order that could not be flushed
+        with self._orders_lock:  # no order is written to a closed (or reused) descriptor
+            self._orders.clear()
+            for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
                     pipe.close()
 
     def _on_line(self, line: str, *, is_event: bool) -> None:
         self._heard = time.monotonic()
-        if not is_event:  # the reader's ffmpeg speaks: every leg's log
+        if not is_event:  # why its source ended (or a Python error): every leg's log
             with self._lock:
                 legs = list(self._legs.values())
             # Any leg's key hidden from every leg (one log for them all), longest first.
@@ -294,8 +309,7 @@ class FanoutProcess:
 class FanoutProcesses:
     """The node's fan-out processes, one per (stream source, publish session)."""
 
-    def __init__(self, ffmpeg: str, *, silent_s: float = 15.0) -> None:
-        self._ffmpeg = ffmpeg
+    def __init__(self, *, silent_s: float = 15.0) -> None:
         self._silent_s = silent_s
         self._lock = threading.Lock()
         self._running: dict[tuple[str, str], FanoutProcess] = {}
@@ -310,7 +324,7 @@ class FanoutProcesses:
 
     def _make_spare(self) -> None:
         try:
-            self._spare = FanoutProcess(self._ffmpeg, self._exited, self._silent_s)
+            self._spare = FanoutProcess(self._exited, self._silent_s)
         except OSError:
             self._spare = None  # tried again when one is needed
             return
@@ -341,7 +355,7 @@ class FanoutProcesses:
     def retire(self, wanted: set[tuple[str, str]]) -> None:
         """End, and wait for, the processes of a stream's earlier sessions: ``wanted`` holds
         the (source, session) of every leg now wanted. A new session's publisher must not be
-        admitted while the last session's reader still plays its name (the agent counts the
+        admitted while the last session's process still plays its name (the agent counts the
         players before it answers nginx's publish hook)."""
         sources = {source for source, _ in wanted}
         with self._lock:

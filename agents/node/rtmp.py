@@ -1,17 +1,20 @@
-"""A small RTMP publisher over asyncio, and the FLV tags it sends: the writing half of a fan-out
-that demuxes a stream once and writes every destination from one process.
+"""A small RTMP player and publisher over asyncio, and the FLV tags between them: a fan-out that
+reads a stream once and writes every destination from one process.
 
 Why: an ``ffmpeg -c copy`` relay makes about 2,500 system calls a second at 6 Mb/s (its RTMP
-writer sends each 4 KiB chunk and its 1-byte header apart); here each FLV tag becomes one RTMP
-message whose chunks are built once and shared by every destination, and a leg's messages go
-out together when its owner flushes (agents.node.fanout: every 100 ms, ten writes a second).
+writer sends each 4 KiB chunk and its 1-byte header apart); here each tag (one RTMP message) is
+cut into chunks once, shared by every destination, and a leg's messages go out together when
+its owner flushes (agents.node.fanout: every 100 ms, ten writes a second). The player reads the
+ingest's stream in the same process: no reader process to start when a publisher arrives.
 
 What is spoken (Adobe's RTMP 1.0 specification): the plain handshake (C0/C1/C2), Set Chunk Size
-(64 KiB), ``connect``, ``releaseStream``/``FCPublish``/``createStream`` and ``publish`` in AMF0,
-then ``@setDataFrame onMetaData``, audio and video messages with absolute timestamps that start
-at 0 for each leg. What the server sends is read and parsed (chunk sizes, acknowledgements,
-pings, command results), so a refusal (``NetStream.Publish.BadName``, a closed connection) is an
-error, and a server that stops reading is seen by how much is buffered for it.
+(64 KiB), ``connect`` and ``createStream`` in AMF0; a publisher then ``releaseStream``,
+``FCPublish`` and ``publish``, and sends ``@setDataFrame onMetaData``, audio and video messages
+with absolute timestamps that start at 0 for each leg; a player ``play``s, and reads the
+server's chunk stream (types 0-3, extended timestamps) into messages until the publisher leaves.
+Both answer the server's control messages (chunk sizes, acknowledgements, pings) and its command
+results, so a refusal (``NetStream.Publish.BadName``, a closed connection) is an error, and a
+server that stops reading is seen by how much is buffered for it.
 
 Standard library only: it runs on nodes that have no Django.
 """
@@ -25,12 +28,13 @@ import ssl
 import struct
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 CHUNK_SIZE = 65536
 SEND_BUFFER_BYTES = 256 * 1024
+_READ_BYTES = 1 << 20  # at most this much read at once
 _CLEAN_END_BYTES = 1024 * 1024  # more waiting for a destination than this: it does not read
 _CONTROL_CSID, _COMMAND_CSID, _DATA_CSID, _AUDIO_CSID, _VIDEO_CSID = 2, 3, 4, 6, 7
 AUDIO, VIDEO, DATA = 8, 9, 18  # FLV tag types are RTMP message types
@@ -65,6 +69,9 @@ def amf0(*values: Any) -> bytes:
         else:
             raise TypeError(f"no AMF0 form for {type(value).__name__}")
     return bytes(out)
+
+
+_ON_METADATA, _SET_DATA_FRAME = amf0("onMetaData"), amf0("@setDataFrame")
 
 
 def amf0_decode(data: bytes) -> list[Any]:
@@ -140,63 +147,92 @@ def message(csid: int, kind: int, body: bytes, stream_id: int = 0, timestamp: in
 
 @dataclass
 class _Inbound:
-    """One chunk stream's message being received."""
+    """One chunk stream's message being received, and what its next headers leave out."""
 
     timestamp: int = 0
+    delta: int = 0  # the last header's timestamp field: a type-3 header's new message adds it
+    extended: bool = False  # that field was extended: every type-3 chunk repeats it
     size: int = 0
     kind: int = 0
     stream_id: int = 0
     body: bytearray | None = None
 
 
-class ChunkReader:
-    """Messages from a server's chunk stream (what a publisher receives: control, commands)."""
+class ChunkParser:
+    """Messages out of a server's chunk stream, fed as its bytes arrive (any split): control
+    and commands, and a played stream's audio, video and data."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
-        self._reader = reader
+    def __init__(self) -> None:
         self.chunk_size = 128
-        self._streams: dict[int, _Inbound] = {}
         self.received = 0
+        self._streams: dict[int, _Inbound] = {}
+        self._pending = bytearray()  # the start of a chunk not yet whole
 
-    async def _read(self, n: int) -> bytes:
-        data = await self._reader.readexactly(n)
-        self.received += n
-        return data
+    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        """(type, stream id, timestamp, body) of every message ``data`` completes."""
+        self.received += len(data)
+        buffer = self._pending
+        buffer += data
+        found: list[tuple[int, int, int, bytes]] = []
+        at = 0
+        while (end := self._chunk(buffer, at, found)) is not None:
+            at = end
+        del buffer[:at]
+        return found
 
-    async def message(self) -> tuple[int, int, bytes]:
-        """(type, stream id, body) of the next whole message."""
-        while True:
-            first = (await self._read(1))[0]
-            fmt, csid = first >> 6, first & 0x3F
-            if csid == 0:
-                csid = 64 + (await self._read(1))[0]
-            elif csid == 1:
-                low, high = await self._read(2)
-                csid = 64 + low + 256 * high
-            state = self._streams.setdefault(csid, _Inbound())
+    def _chunk(
+        self, buf: bytearray, at: int, found: list[tuple[int, int, int, bytes]]
+    ) -> int | None:
+        """Take the chunk at ``at``, if it is all there: where the next one starts."""
+        n = len(buf)
+        if at >= n:
+            return None
+        fmt, csid, at = buf[at] >> 6, buf[at] & 0x3F, at + 1
+        if csid < 2:  # a 2- or 3-byte basic header
+            if at + 1 + csid > n:
+                return None
+            csid, at = 64 + buf[at] + (256 * buf[at + 1] if csid else 0), at + 1 + csid
+        state = self._streams.get(csid) or _Inbound()
+        size = (11, 7, 3, 0)[fmt]
+        if at + size > n:
+            return None
+        header, at = bytes(buf[at : at + size]), at + size
+        stamp = int.from_bytes(header[0:3], "big") if fmt <= 2 else state.delta
+        extended = stamp == 0xFFFFFF if fmt <= 2 else state.extended
+        if extended:  # a type-3 chunk repeats its message's extended field
+            if at + 4 > n:
+                return None
             if fmt <= 2:
-                header = await self._read((11, 7, 3)[fmt])
-                stamp = int.from_bytes(header[0:3], "big")
-                if fmt <= 1:
-                    state.size = int.from_bytes(header[3:6], "big")
-                    state.kind = header[6]
-                if fmt == 0:
-                    state.stream_id = struct.unpack("<I", header[7:11])[0]
-                if stamp == 0xFFFFFF:
-                    stamp = struct.unpack(">I", await self._read(4))[0]
-                state.timestamp = stamp if fmt == 0 else state.timestamp + stamp
-            if state.body is None:
-                state.body = bytearray()
-            want = min(self.chunk_size, state.size - len(state.body))
-            state.body += await self._read(want)
-            if len(state.body) >= state.size:
-                body, state.body = bytes(state.body), None
-                if state.kind == _SET_CHUNK_SIZE:
-                    self.chunk_size = struct.unpack(">I", body[:4])[0] & 0x7FFFFFFF
-                return state.kind, state.stream_id, body
+                stamp = struct.unpack_from(">I", buf, at)[0]
+            at += 4
+        length = int.from_bytes(header[3:6], "big") if fmt <= 1 else state.size
+        have = 0 if state.body is None or fmt <= 2 else len(state.body)
+        take = min(self.chunk_size, length - have)
+        if at + take > n:
+            return None
+        # The chunk is whole: it changes the chunk stream's state.
+        self._streams[csid] = state
+        if fmt <= 1:
+            state.size, state.kind = length, header[6]
+        if fmt == 0:
+            state.stream_id = struct.unpack("<I", header[7:11])[0]
+        if fmt <= 2:
+            state.extended, state.delta, state.body = extended, stamp, None
+            state.timestamp = stamp if fmt == 0 else state.timestamp + stamp
+        elif state.body is None:  # a new message like the last, as far after it
+            state.timestamp += state.delta
+        if state.body is None:
+            state.body = bytearray()
+        state.body += buf[at : at + take]
+        if len(state.body) >= state.size:
+            body, state.body = bytes(state.body), None
+            if state.kind == _SET_CHUNK_SIZE:
+                self.chunk_size = struct.unpack(">I", body[:4])[0] & 0x7FFFFFFF
+            found.append((state.kind, state.stream_id, state.timestamp, body))
+        return at + take
 
 
-# --- the publisher ----------------------------------------------------------------------------
+# --- clients ------------------------------------------------------------------------------------
 
 
 def _split(url: str) -> tuple[str, int, bool, str, str, str]:
@@ -214,9 +250,12 @@ def _split(url: str) -> tuple[str, int, bool, str, str, str]:
     return parts.hostname, port, tls, app, key + (f"?{parts.query}" if parts.query else ""), tc_url
 
 
-class Publisher:
-    """One destination's RTMP connection: ``await connect()``, then ``send`` prepared tags and
-    ``flush`` them now and then (one write for several tags)."""
+class _Client:
+    """What a publisher and a player share: the connection (TLS for rtmps://, certificates
+    verified), the handshake, ``connect`` and ``createStream``, commands and their results, and
+    the server's control messages (acknowledgements, pings) answered as they come."""
+
+    peer = "server"
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url
@@ -224,59 +263,44 @@ class Publisher:
         self.stream_id = 0
         self.bytes_sent = 0
         self._writer: asyncio.StreamWriter | None = None
-        self._chunks: ChunkReader | None = None
+        self._chunks = ChunkParser()
+        self.read_every = 0.0  # seconds between reads (0: as bytes arrive)
         self._reading: asyncio.Task[None] | None = None
         self._results: dict[int, asyncio.Future[list[Any]]] = {}
         self._status: asyncio.Future[dict[str, Any]] | None = None
-        self._base: int | None = None  # the source timestamp this leg's 0 stands for
-        self._pending: list[bytes] = []  # sent, not yet flushed
         self.closed = asyncio.Event()
         self.error = ""
         self.inode = 0  # of its TCP socket: how agents.node.tcpwatch finds the connection
         self._key = ""
 
-    async def connect(self) -> None:
-        host, port, tls, app, key, tc_url = _split(self.url)
-        self._key = key
+    async def _open(self, flash_ver: str) -> None:
+        """Connected to the URL's application, with a stream created for the key."""
+        host, port, tls, app, self._key, tc_url = _split(self.url)
         context = ssl.create_default_context() if tls else None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context), self.timeout
+            asyncio.open_connection(host, port, ssl=context, limit=_READ_BYTES), self.timeout
         )
         self._writer = writer
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            # A bounded kernel buffer, as the ffmpeg relays have (agents.node.relay): what a
-            # destination does not take stays in sight (``buffered``), not megabytes deep.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        if (sock := writer.get_extra_info("socket")) is not None:
             self.inode = os.fstat(sock.fileno()).st_ino
         await asyncio.wait_for(self._handshake(reader, writer), self.timeout)
-        self._chunks = ChunkReader(reader)
-        self._reading = asyncio.get_running_loop().create_task(self._read_loop())
         loop = asyncio.get_running_loop()
+        self._reading = loop.create_task(self._read_loop(reader))
         self._status = loop.create_future()
         self._write(message(_CONTROL_CSID, _SET_CHUNK_SIZE, struct.pack(">I", CHUNK_SIZE)))
-        connect = {
-            "app": app,
-            "type": "nonprivate",
-            "flashVer": "FMLE/3.0 (compatible; rig)",
-            "tcUrl": tc_url,
-        }
+        connect = {"app": app, "type": "nonprivate", "flashVer": flash_ver, "tcUrl": tc_url}
         await self._call("connect", 1, connect)
-        self._command("releaseStream", 2, None, key)
-        self._command("FCPublish", 3, None, key)
-        created = await self._call("createStream", 4, None)
+
+    async def _create_stream(self, transaction: int) -> None:
+        created = await self._call("createStream", transaction, None)
         self.stream_id = int(created[1]) if len(created) > 1 and created[1] else 1
-        self._write(
-            message(
-                _DATA_CSID,
-                _AMF0_COMMAND,
-                amf0("publish", 5, None, key, "live"),
-                self.stream_id,
-            )
-        )
-        status = await asyncio.wait_for(self._status, self.timeout)
-        if status.get("code") != "NetStream.Publish.Start":
-            raise RtmpError(f"publish refused: {status.get('code')} {status.get('description')}")
+
+    async def _status_of(self, command: str, transaction: int, *args: Any) -> dict[str, Any]:
+        """Send a stream's command (publish, play) and wait for the server's first word on it."""
+        body = amf0(command, transaction, None, *args)
+        self._write(message(_DATA_CSID, _AMF0_COMMAND, body, self.stream_id))
+        assert self._status is not None
+        return await asyncio.wait_for(self._status, self.timeout)
 
     async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         c1 = struct.pack(">II", int(time.monotonic() * 1000) & 0xFFFFFFFF, 0) + os.urandom(1528)
@@ -296,24 +320,39 @@ class Publisher:
         self._command(name, transaction, *args)
         return await asyncio.wait_for(future, self.timeout)
 
-    async def _read_loop(self) -> None:
-        assert self._chunks is not None
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         acknowledged, window = 0, 0
         try:
-            while True:
-                kind, _, body = await self._chunks.message()
-                if kind == _WINDOW_ACK:
-                    window = struct.unpack(">I", body[:4])[0]
-                elif kind == _USER_CONTROL and body[:2] == b"\x00\x06":  # ping request
-                    self._write(message(_CONTROL_CSID, _USER_CONTROL, b"\x00\x07" + body[2:6]))
-                elif kind == _AMF0_COMMAND:
-                    self._on_command(amf0_decode(body))
+            while data := await reader.read(_READ_BYTES):
+                for kind, _, timestamp, body in self._chunks.feed(data):
+                    if kind in (AUDIO, VIDEO, DATA):
+                        self._on_media(kind, timestamp, body)
+                    elif kind == _WINDOW_ACK:
+                        window = struct.unpack(">I", body[:4])[0]
+                    elif kind == _USER_CONTROL and body[:2] == b"\x00\x06":  # ping request
+                        self._write(message(_CONTROL_CSID, _USER_CONTROL, b"\x00\x07" + body[2:6]))
+                    elif kind == _AMF0_COMMAND:
+                        self._on_command(amf0_decode(body))
+                self._on_read()
                 received = self._chunks.received
                 if window and received - acknowledged >= window:
                     self._write(message(_CONTROL_CSID, _ACK, struct.pack(">I", received)))
                     acknowledged = received
-        except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-            self._fail(f"connection closed by the destination ({type(error).__name__})")
+                if self.read_every and self._writer is not None:
+                    # What arrives meanwhile waits in the kernel: one wakeup, not dozens.
+                    transport = cast(asyncio.Transport, self._writer.transport)
+                    transport.pause_reading()
+                    await asyncio.sleep(self.read_every)
+                    transport.resume_reading()
+            self._fail(f"connection closed by the {self.peer}")
+        except (OSError, ValueError, IndexError, struct.error) as error:
+            self._fail(f"connection closed by the {self.peer} ({type(error).__name__})")
+
+    def _on_read(self) -> None:
+        """What was read has been handled."""
+
+    def _on_media(self, kind: int, timestamp: int, body: bytes) -> None:
+        """Audio, video or data the server sent (a publisher gets none)."""
 
     def _on_command(self, values: list[Any]) -> None:
         name = values[0] if values else None
@@ -328,8 +367,13 @@ class Publisher:
         elif name == "onStatus" and len(values) > 3 and isinstance(values[3], dict):
             if self._status is not None and not self._status.done():
                 self._status.set_result(values[3])
-            elif values[3].get("level") == "error":
-                self._fail(f"destination said {values[3].get('code')}")
+            else:
+                self._on_status(values[3])
+
+    def _on_status(self, info: dict[str, Any]) -> None:
+        """What the server says about the stream once it is published or played."""
+        if info.get("level") == "error":
+            self._fail(f"{self.peer} said {info.get('code')}")
 
     def _fail(self, reason: str) -> None:
         if not self.closed.is_set():
@@ -346,10 +390,56 @@ class Publisher:
 
     @property
     def buffered(self) -> int:
-        """Bytes queued and not yet taken by the destination's socket."""
+        """Bytes queued and not yet taken by the server's socket."""
         transport = self._writer.transport if self._writer else None
-        waiting = transport.get_write_buffer_size() if transport else 0
-        return waiting + sum(map(len, self._pending))
+        return transport.get_write_buffer_size() if transport else 0
+
+    def _goodbye(self) -> None:
+        """What is said before the connection is closed cleanly."""
+
+    def close(self) -> None:
+        """End the connection: cleanly (``_goodbye``) while the server still takes what it is
+        sent; a broken one, or one the server no longer reads, is dropped (nothing would
+        flush to it)."""
+        if self._reading is not None:
+            self._reading.cancel()
+        if self._writer is not None:
+            if self.closed.is_set() or self.buffered > _CLEAN_END_BYTES:
+                self._writer.transport.abort()
+            else:
+                self._goodbye()
+                self._writer.close()
+        self.closed.set()
+
+
+class Publisher(_Client):
+    """One destination's RTMP connection: ``await connect()``, then ``send`` prepared tags and
+    ``flush`` them now and then (one write for several tags)."""
+
+    peer = "destination"
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        super().__init__(url, timeout=timeout)
+        self._base: int | None = None  # the source timestamp this leg's 0 stands for
+        self._pending: list[bytes] = []  # sent, not yet flushed
+
+    async def connect(self) -> None:
+        await self._open("FMLE/3.0 (compatible; rig)")
+        self._command("releaseStream", 2, None, self._key)
+        self._command("FCPublish", 3, None, self._key)
+        await self._create_stream(4)
+        status = await self._status_of("publish", 5, self._key, "live")
+        if status.get("code") != "NetStream.Publish.Start":
+            raise RtmpError(f"publish refused: {status.get('code')} {status.get('description')}")
+        sock = self._writer.get_extra_info("socket") if self._writer else None
+        if sock is not None:
+            # A bounded kernel buffer, as the ffmpeg relays have (agents.node.relay): what a
+            # destination does not take stays in sight (``buffered``), not megabytes deep.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+
+    @property
+    def buffered(self) -> int:
+        return super().buffered + sum(map(len, self._pending))
 
     def start_at(self, timestamp: int) -> None:
         """The source timestamp that is this leg's 0 (its first keyframe's): what was sent
@@ -375,22 +465,77 @@ class Publisher:
             self._writer.writelines(self._pending)
         self._pending = []
 
+    def _goodbye(self) -> None:
+        """Say the broadcast ends (FCUnpublish, deleteStream): the platform ends it now, as
+        with ffmpeg's relays."""
+        if self.stream_id:
+            self.flush()
+            self._command("FCUnpublish", 6, None, self._key)
+            self._command("deleteStream", 7, None, self.stream_id)
+
+
+class Player(_Client):
+    """Plays one live stream: ``await connect()``; from then on each audio, video and metadata
+    message goes to ``on_tag``, and ``on_read`` is called after each read, until ``closed``:
+    ``ended`` when the publisher left (as ffmpeg's player ends), ``error`` when the connection
+    broke or nothing came for ``idle`` seconds (ffmpeg's ``-rw_timeout``). Once playing it reads
+    ``every`` so often what arrived meanwhile (its owner writes its legs after each read), not
+    at each of the server's writes: ten wakeups a second instead of a few hundred."""
+
+    peer = "source"
+
+    def __init__(
+        self,
+        url: str,
+        on_tag: Callable[[Tag], None],
+        on_read: Callable[[], None] = lambda: None,
+        *,
+        every: float = 0.0,
+        timeout: float = 10.0,
+        idle: float = 10.0,
+    ) -> None:
+        super().__init__(url, timeout=timeout)
+        self.on_tag, self.on_read = on_tag, on_read
+        self.every, self.idle = every, idle
+        self.ended = False
+        self._watching: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        # Who plays, as nginx's statistics show it (it keeps 31 characters): this process.
+        await self._open(f"rig fan-out pid {os.getpid()}")
+        await self._create_stream(2)
+        status = await self._status_of("play", 3, self._key, -2000)
+        if status.get("level") == "error":
+            raise RtmpError(f"play refused: {status.get('code')} {status.get('description')}")
+        self.read_every = self.every  # not before: each answer above would wait for it
+        self._watching = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        seen = -1
+        while not self.closed.is_set():
+            await asyncio.sleep(self.idle)
+            if self._chunks.received == seen:
+                self._fail(f"the source sent nothing for {self.idle:.0f}s")
+            seen = self._chunks.received
+
+    def _on_media(self, kind: int, timestamp: int, body: bytes) -> None:
+        if kind != DATA or body.startswith((_ON_METADATA, _SET_DATA_FRAME)):  # not |RtmpSample…
+            self.on_tag(Tag.of(kind, timestamp, body))
+
+    def _on_read(self) -> None:
+        self.on_read()
+
+    def _on_status(self, info: dict[str, Any]) -> None:
+        if info.get("code") in ("NetStream.Play.UnpublishNotify", "NetStream.Play.Stop"):
+            self.ended = True
+            self.closed.set()
+        else:
+            super()._on_status(info)
+
     def close(self) -> None:
-        """End the connection: a publishing one that still takes what it is sent says so first
-        (FCUnpublish, deleteStream: the platform ends the broadcast now, as ffmpeg's relays
-        do); one that is broken or no longer reads is dropped (nothing would flush to it)."""
-        if self._reading is not None:
-            self._reading.cancel()
-        if self._writer is not None:
-            if self.closed.is_set() or self.buffered > _CLEAN_END_BYTES:
-                self._writer.transport.abort()
-            else:
-                if self.stream_id:
-                    self.flush()
-                    self._command("FCUnpublish", 6, None, self._key)
-                    self._command("deleteStream", 7, None, self.stream_id)
-                self._writer.close()
-        self.closed.set()
+        if self._watching is not None:
+            self._watching.cancel()
+        super().close()
 
 
 # --- FLV tags ---------------------------------------------------------------------------------
@@ -410,8 +555,8 @@ class Tag:
 
     @staticmethod
     def of(kind: int, timestamp: int, body: bytes) -> Tag:
-        if kind == DATA and body.startswith(amf0("onMetaData")):
-            body = amf0("@setDataFrame") + body  # what a publisher sends for metadata
+        if kind == DATA and body.startswith(_ON_METADATA):
+            body = _SET_DATA_FRAME + body  # what a publisher sends for metadata
         csid = {AUDIO: _AUDIO_CSID, VIDEO: _VIDEO_CSID}.get(kind, _DATA_CSID)
         chunks = tuple(chunk_body(csid, body))
         keyframe = kind == VIDEO and len(body) > 1 and body[0] >> 4 == 1
@@ -420,21 +565,3 @@ class Tag:
             or (kind == AUDIO and body[0] >> 4 == 10 and body[1] == 0)
         )
         return Tag(kind, timestamp, body, csid, chunks, keyframe, config)
-
-
-async def flv_tags(reader: asyncio.StreamReader) -> AsyncIterator[Tag]:
-    """The tags of an FLV stream (an async iterator); ends with the stream."""
-    header = await reader.readexactly(9)
-    if header[:3] != b"FLV":
-        raise ValueError("not an FLV stream")
-    await reader.readexactly(header[8] - 9 + 4)  # the rest of the header, PreviousTagSize0
-    while True:
-        try:
-            head = await reader.readexactly(11)
-        except asyncio.IncompleteReadError:
-            return
-        size = int.from_bytes(head[1:4], "big")
-        timestamp = int.from_bytes(head[4:7], "big") | head[7] << 24
-        body = await reader.readexactly(size)
-        await reader.readexactly(4)
-        yield Tag.of(head[0] & 0x1F, timestamp, body)

@@ -63,7 +63,7 @@ class Supervisor:
             failed_after=failed_after,
             on_change=on_change,
             private_ok=private_ok,
-            fanouts=FanoutProcesses(ffmpeg, silent_s=stall_timeout) if fanout else None,
+            fanouts=FanoutProcesses(silent_s=stall_timeout) if fanout else None,
         )
         self._lock = threading.Lock()
         self._relays: dict[str, RelayRunner] = {}
@@ -76,6 +76,15 @@ class Supervisor:
         with self._lock:
             relays = list(self._relays.values())
         return [relay.snapshot() for relay in relays]
+
+    def players(self, source_url: str) -> int:
+        """How many players nginx lists on ``source_url`` once its relays run: one per ffmpeg
+        relay, one for all the legs of the stream's fan-out (the agent's publish hook waits
+        for them before it admits the publisher)."""
+        with self._lock:
+            specs = [r.spec for r in self._relays.values() if r.spec.source_url == source_url]
+        shared = self._settings.fanouts is not None
+        return len({"fan-out" if shared and fans_out(spec) else spec.relay_id for spec in specs})
 
     def reconcile(
         self, desired: Iterable[RelaySpec], *, scope: Callable[[str], bool] | None = None

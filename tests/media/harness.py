@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,6 +16,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from agents.node.ingest import IngestConfig, local_stream_url
 
 PLATFORM_CONF = """
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
@@ -272,33 +275,27 @@ def ffmpeg_pids(fragment: str, *more: str) -> list[int]:
     ]
 
 
-def relay_pids(stream_key: str, *more: str) -> list[int]:
-    """The processes relaying a stream of an ingest to its destinations, whatever their kind:
-    ffmpeg relays (``-i SOURCE ... TARGET``) or the stream's fan-out, found by the ffmpeg that
-    reads the stream for it (``-i SOURCE ... pipe:1``, its child). Not recorders or snapshots.
-    No destination's key is on any command line: a fan-out gets its source and legs on stdin."""
-    source = f"/live/{stream_key}".encode()
-    wanted = [source, *(f.encode() for f in more)]
+def relay_pids(stream_key: str, ingest: IngestConfig) -> list[int]:
+    """The processes relaying a stream of this ingest to its destinations, whatever their kind:
+    ffmpeg relays (``-i SOURCE ... TARGET``) or the stream's fan-out, a player that nginx lists
+    under the stream (its flashVer names its pid: no key is on its command line, and it has no
+    child). Not recorders or snapshots."""
+    source = local_stream_url(ingest.rtmp_port, stream_key).encode()
     found = []
     for pid, argv in _argvs():
-        line = b"\0".join(argv)
-        if not argv or not argv[0].endswith(b"ffmpeg") or not all(f in line for f in wanted):
-            continue
-        if argv[-1].startswith((b"rtmp", b"srt://")) and source not in argv[-1]:
-            found.append(pid)  # an ffmpeg relay
-        elif argv[-1] == b"pipe:1" and (parent := _fanout_parent(pid)):
-            found.append(parent)
+        ffmpeg = bool(argv) and argv[0].endswith(b"ffmpeg") and source in b"\0".join(argv)
+        if ffmpeg and argv[-1].startswith((b"rtmp", b"srt://")) and source not in argv[-1]:
+            found.append(pid)
+    with contextlib.suppress(OSError, ET.ParseError):
+        stat = f"http://127.0.0.1:{ingest.http_port}/stat"
+        with urllib.request.urlopen(stat, timeout=2) as response:
+            root = ET.fromstring(response.read())  # noqa: S314 - our own nginx
+        for stream in root.iterfind("server/application/live/stream"):
+            if stream.findtext("name") == stream_key:
+                for flashver in stream.iterfind("client/flashver"):
+                    if match := re.search(r"rig fan-out pid (\d+)", flashver.text or ""):
+                        found.append(int(match[1]))
     return found
-
-
-def _fanout_parent(pid: int) -> int:
-    """The fan-out process whose child ``pid`` is; 0 if it is not one's."""
-    try:
-        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        fanout = b"agents.node.fanout" in Path(f"/proc/{parent}/cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
-        return 0
-    return parent if fanout else 0
 
 
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:

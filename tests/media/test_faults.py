@@ -121,7 +121,7 @@ def test_a_dead_agent_is_not_reported_live_and_a_new_one_takes_over(
     wait_until(lambda: relay_states(streamer, stream["id"]) == BOTH_LIVE, 15)
     rig.stop_agent(signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: not relay_pids(stream["streamKey"]), 5)  # relays too
+    wait_until(lambda: not relay_pids(stream["streamKey"], rig.ingest.cfg), 5)  # relays too
     wait_until(lambda: "live" not in relay_states(streamer, stream["id"]).values(), 10, 0.2)
     honest_after = time.monotonic() - killed
     print(f"\n[agent killed] API stopped saying live after {honest_after:.1f}s")

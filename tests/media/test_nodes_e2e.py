@@ -40,7 +40,7 @@ def operator(transactional_db: None) -> APIClient:
 
 def _relays_on(node: RigNode, stream: dict[str, Any]) -> list[int]:
     """Processes on this node relaying this stream to its destinations."""
-    return relay_pids(stream["streamKey"], f"127.0.0.1:{node.rtmp_port}/live/")
+    return relay_pids(stream["streamKey"], node.ingest.cfg)
 
 
 def _served_by(client: APIClient, stream_id: str, node: str) -> dict[str, Any] | None:

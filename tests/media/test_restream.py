@@ -63,7 +63,7 @@ def test_publish_fans_out_to_both_and_ends_cleanly(
     publisher.terminate()  # the streamer stops
     publisher.wait(10)
     ended = time.monotonic()
-    wait_until(lambda: not relay_pids(stream["streamKey"]), 10)
+    wait_until(lambda: not relay_pids(stream["streamKey"], rig.ingest.cfg), 10)
     stopped_after = time.monotonic() - ended
     detail = wait_until(
         lambda: (d := detail_of(streamer, stream["id"]))["isStreaming"] is False and d, 10
@@ -123,7 +123,9 @@ def test_a_dropped_leg_comes_back_and_the_other_never_stops(
     relays = wait_until(all_live, 15)
     assert {r["service"]: r["restarts"] for r in relays} == {"YouTube": 0, "Twitch": 1}
 
-    [pid] = relay_pids(stream["streamKey"])  # the stream's fan-out: one process for both legs
+    [pid] = relay_pids(
+        stream["streamKey"], rig.ingest.cfg
+    )  # the stream's fan-out: one process for both legs
     clients = {"yt": client, "tw": twitch.publishers()["twkey"][0]}
     kill(pid)
     killed = time.monotonic()
@@ -134,7 +136,7 @@ def test_a_dropped_leg_comes_back_and_the_other_never_stops(
     assert back_after < 5, f"legs back after {back_after:.1f}s"
     assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
     assert _sees_audio_and_video(twitch, "twkey", tmp_path / "tw-after.flv")
-    assert relay_pids(stream["streamKey"]) != [pid]
+    assert relay_pids(stream["streamKey"], rig.ingest.cfg) != [pid]
 
 
 def test_destination_down_then_back_reconnects_by_itself(
@@ -204,7 +206,7 @@ def test_revoking_a_live_stream_drops_the_publisher(
     assert REVOCATIONS[action](streamer, stream["id"]).status_code == 200
     publisher.wait(10)  # documented bound: the agent's next poll (5 s); the nudge is sooner
     print(f"{action}: publisher dropped {time.monotonic() - revoked_at:.2f}s later")
-    wait_until(lambda: not relay_pids(stream["streamKey"]), 10)
+    wait_until(lambda: not relay_pids(stream["streamKey"], rig.ingest.cfg), 10)
     if action != "delete":
         detail = detail_of(streamer, stream["id"])
         assert detail["isStreaming"] is False
@@ -217,13 +219,13 @@ def test_agent_restart_resumes_relays_and_leaves_no_orphans(
 ) -> None:
     stream, _ = live_stream
     rig.stop_agent(signal.SIGTERM)
-    assert not relay_pids(stream["streamKey"])  # no orphan after a stop
+    assert not relay_pids(stream["streamKey"], rig.ingest.cfg)  # no orphan after a stop
     rig.start_agent()
     wait_until(lambda: {"ytkey"} <= set(youtube.publishers()), 20)
     wait_until(lambda: {"twkey"} <= set(twitch.publishers()), 20)
     assert _sees_audio_and_video(youtube, "ytkey", tmp_path / "yt.flv")
     rig.stop_agent(signal.SIGKILL)  # even a hard kill takes its relays with it
-    wait_until(lambda: not relay_pids(stream["streamKey"]), 5)
+    wait_until(lambda: not relay_pids(stream["streamKey"], rig.ingest.cfg), 5)
 
 
 def test_custom_srt_destination_gets_the_stream_beside_rtmp(

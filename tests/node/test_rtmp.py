@@ -1,17 +1,17 @@
-"""The pure parts of the fan-out's RTMP writer: AMF0, chunking, headers, FLV tags."""
+"""The pure parts of the fan-out's RTMP player and writer: AMF0, chunks and their headers, tags."""
 
-import asyncio
 import struct
 
 from agents.node.rtmp import (
     AUDIO,
     DATA,
     VIDEO,
+    ChunkParser,
     Tag,
     amf0,
     amf0_decode,
     chunk_body,
-    flv_tags,
+    message,
     message_header,
 )
 
@@ -44,24 +44,39 @@ def test_tags_know_keyframes_sequence_headers_and_metadata() -> None:
     assert amf0_decode(metadata.body)[:2] == ["@setDataFrame", "onMetaData"]
 
 
-def _flv(*tags: tuple[int, int, bytes]) -> bytes:
-    out = b"FLV\x01\x05\x00\x00\x00\x09" + b"\x00\x00\x00\x00"
-    for kind, timestamp, body in tags:
-        head = (
-            bytes([kind]) + len(body).to_bytes(3, "big") + (timestamp & 0xFFFFFF).to_bytes(3, "big")
-        )
-        head += bytes([timestamp >> 24]) + b"\x00\x00\x00"
-        out += head + body + struct.pack(">I", 11 + len(body))
-    return out
+def _messages(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    """Every whole message in ``data``, as a player reads them: fed at once, and byte by byte
+    (as a slow network splits them), the same messages."""
+    whole = ChunkParser().feed(data)
+    parser = ChunkParser()
+    assert [m for i in range(len(data)) for m in parser.feed(data[i : i + 1])] == whole
+    return whole
 
 
-def test_an_flv_stream_reads_as_its_tags() -> None:
-    async def read() -> list[Tag]:
-        reader = asyncio.StreamReader()
-        reader.feed_data(_flv((VIDEO, 0, b"\x17\x00cfg"), (AUDIO, 0x01000005, b"\xaf\x01x")))
-        reader.feed_eof()
-        return [tag async for tag in flv_tags(reader)]
+def test_a_played_stream_reads_back_as_its_messages() -> None:
+    """What nginx sends a player: a chunk size, then video and audio on their own chunk
+    streams, a type-0 header (absolute time), a type-1 header (33 ms later), a type-3 header
+    that starts a message (as far after the last), and a body cut into chunks."""
+    frame = bytes(range(256)) * 2
+    data = message(2, 1, struct.pack(">I", 200))  # Set Chunk Size: 200
+    data += message_header(7, 1000, len(frame), VIDEO, 1) + b"".join(chunk_body(7, frame, 200))
+    data += bytes([0x47]) + (33).to_bytes(3, "big") + (3).to_bytes(3, "big") + bytes([VIDEO])
+    data += b"\x27\x01a" + bytes([0xC7]) + b"\x27\x01b"
+    data += message_header(6, 1010, 3, AUDIO, 1) + b"\xaf\x01c"
+    assert _messages(data)[1:] == [
+        (VIDEO, 1, 1000, frame),
+        (VIDEO, 1, 1033, b"\x27\x01a"),
+        (VIDEO, 1, 1066, b"\x27\x01b"),
+        (AUDIO, 1, 1010, b"\xaf\x01c"),
+    ]
 
-    video, audio = asyncio.run(read())
-    assert (video.kind, video.config, video.body) == (VIDEO, True, b"\x17\x00cfg")
-    assert (audio.kind, audio.timestamp) == (AUDIO, 0x01000005)
+
+def test_after_4_6_hours_every_chunk_carries_the_extended_timestamp() -> None:
+    """From 0xFFFFFF ms on, the time is in the extended field, and nginx repeats it after
+    each continuation chunk's 1-byte header: it is not part of the body."""
+    late, frame = 0x1000005, bytes(300)
+    extended = struct.pack(">I", late)
+    chunks = [c + extended if i % 2 else c for i, c in enumerate(chunk_body(7, frame, 128))]
+    data = message(2, 1, struct.pack(">I", 128))
+    data += message_header(7, late, len(frame), VIDEO, 1) + b"".join(chunks)
+    assert _messages(data)[1:] == [(VIDEO, 1, late, frame)]
