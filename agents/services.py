@@ -12,7 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import IngestNode, NodeWatch
-from agents.node.protocol import LOG_LINES_KEPT, DisplayState
+from agents.node.protocol import LOG_LINES_KEPT, DisplayState, RelayState
 from agents.node.relay import redact
 from rig.api import ApiError, ErrorCode
 from streams import pulls as stream_pulls
@@ -71,6 +71,15 @@ def node_report(
         logger.info("node %s reports again after being lost", node.name)
     if publishers is not None:
         stream_sessions.publishers_seen(node=node, keys=publishers)
+        # The node runs no relay for a live session whose publisher it no longer lists and
+        # whose stream it does not report (it stopped them): they are stopped, not what they
+        # last said, until the session ends (the publisher gone for RIG_PUBLISHER_STALE_S).
+        reported = [report["streamKey"] for report in streams]
+        Relay.objects.filter(session__node=node, session__ended_at__isnull=True).exclude(
+            state__in=(RelayState.STOPPED, RelayState.FAILED)
+        ).exclude(session__stream__stream_key__in=[*reported, *publishers]).update(
+            state=RelayState.STOPPED, bitrate_kbps=None, fps=None, updated_at=timezone.now()
+        )
     if pulls:
         stream_pulls.pulls_report(node=node, reports=pulls)
     if recordings is not None:

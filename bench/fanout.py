@@ -5,10 +5,11 @@ One run on this machine: a 6 Mb/s 720p30 stream (2-s GOP, pre-encoded, replayed 
 the publisher costs nearly nothing) is fanned out to N destinations on a local nginx-rtmp sink,
 (a) through rig's Supervisor with ffmpeg relays (one ffmpeg -c copy per leg, RIG_RELAY_FANOUT=0),
 (b) through the Supervisor as the agent runs it (legs of the stream's fan-out, agents.node.legs:
-one process, ffmpeg plays the ingest once, Python writes every leg) and (c) through `push`
+one process plays the ingest once and writes every leg) and (c) through `push`
 lines in the ingest nginx. Prints CPU % of one core and memory per leg (every process the legs
 cost, the ingest's extra work included), the ratios to push, and the time until a viewer at a
-destination decodes its first frame, against a publisher pushing there directly.
+destination decodes its first frame, against a publisher pushing there directly; then how soon
+a destination that went away is fed again once it returns, and the goals of issue 14 as a table.
 
     .venv/bin/python -m bench.fanout [--legs 1 4 10] [--seconds 10] [--runs 10]
 """
@@ -169,6 +170,48 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
         sink.stop()
 
 
+def comeback(source: Path, root: Path, down_s: float = 10.0) -> tuple[float, bool]:
+    """A destination goes away for ``down_s`` and returns: seconds from its return until its
+    leg publishes there again, and whether the stream's other legs went on untouched (the
+    same connection at their destination, more bytes, no restart). Through the Supervisor
+    with the agent's defaults (backoff from 1 s, a returning destination probed each second)."""
+    ingest, sink, away = nginx(root, "live"), nginx(root, "dest"), nginx(root, "dest")
+    source_url = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live/src"
+    pub = publisher(source, source_url)
+    supervisor = Supervisor(private_ok=True, fanout=True)
+    try:
+        time.sleep(2)
+        supervisor.reconcile(
+            [
+                RelaySpec("stay0", source_url, f"{sink.base_url}/stay0"),
+                RelaySpec("stay1", source_url, f"{sink.base_url}/stay1"),
+                RelaySpec("away", source_url, f"{away.base_url}/away"),
+            ]
+        )
+        time.sleep(4)
+        assert all(s.state == "live" for s in supervisor.states()), "not every leg is live"
+        before = sink.publishers()
+        away.stop()
+        time.sleep(down_s)
+        away.start()
+        returned = time.monotonic()
+        while "away" not in away.publishers() and time.monotonic() - returned < 30:
+            time.sleep(0.05)
+        back = time.monotonic() - returned
+        after = sink.publishers()
+        untouched = all(
+            after.get(name, (0, 0))[0] == client and after[name][1] > sent
+            for name, (client, sent) in before.items()
+        ) and all(s.restarts == 0 for s in supervisor.states() if s.relay_id != "away")
+        return back, untouched and len(before) == 2
+    finally:
+        supervisor.shutdown()
+        pub.terminate()
+        pub.wait(5)
+        for server in (ingest, sink, away):
+            server.stop()
+
+
 LABELS = {"rig": "relays", "fanout": "fan-out", "push": "push"}
 
 
@@ -195,12 +238,14 @@ def main() -> None:
             f"{'MiB/leg':>7} | {'push CPU%/leg':>13} {'MiB/leg':>7} | "
             f"{'relays/push':>11} {'fan-out/push':>12}"
         )
+        last = (0, 0.0, 0.0, 0.0)  # legs, fan-out CPU and MiB per leg, push CPU: the last count
         for legs in args.legs:
             per_leg = {}
             for kind in ("rig", "fanout", "push"):
                 cpu, mem = fanout(kind, legs, source, root, args.seconds)
                 per_leg[kind] = ((cpu - base_cpu) / legs, (mem - base_mem) / legs)
             (rig_cpu, rig_mem), (fan_cpu, fan_mem), (push_cpu, push_mem) = per_leg.values()
+            last = (legs, fan_cpu, fan_mem, push_cpu)
             print(
                 f"{legs:>4} | {rig_cpu:>15.2f} {rig_mem:>7.1f} | {fan_cpu:>16.2f} "
                 f"{fan_mem:>7.1f} | {push_cpu:>13.2f} {push_mem:>7.2f} | "
@@ -215,13 +260,36 @@ def main() -> None:
                 values.append(latency(kind, source, root))
         direct = times.pop("direct")
         print(f"  {'direct':<8} " + " ".join(f"{v:.2f}" for v in direct) + "  (baseline)")
+        extras = {}
         for kind, values in times.items():
-            extra = [v - d for v, d in zip(values, direct, strict=True)]
+            extras[kind] = extra = [v - d for v, d in zip(values, direct, strict=True)]
             print(
                 f"  {LABELS[kind]:<8} "
                 + " ".join(f"{v:.2f}" for v in values)
                 + f"  (+{min(extra):.2f} to +{max(extra):.2f} s over direct in the same run)"
             )
+        back, untouched = comeback(source, root)
+        print(
+            f"a destination away for 10 s, then back: its leg publishes again {back:.2f} s after "
+            f"it returns; the other legs {'untouched' if untouched else 'DISTURBED'}"
+        )
+        legs, fan_cpu, fan_mem, push_cpu = last
+        fan_extra = extras["fanout"]
+        goals = [
+            (f"CPU per leg at {legs} legs <= 0.3 % and <= 3x push",
+             f"{fan_cpu:.2f} %, {ratio(fan_cpu, push_cpu)} push",
+             fan_cpu <= 0.3 and (push_cpu < 0.01 or fan_cpu <= 3 * push_cpu)),
+            (f"memory per leg at {legs} legs <= 6 MiB", f"{fan_mem:.1f} MiB", fan_mem <= 6),
+            (f"first frame <= direct + 0.3 s in each of {args.runs} runs",
+             f"+{min(fan_extra):.2f} to +{max(fan_extra):.2f} s", max(fan_extra) <= 0.3),
+            ("a dropped destination back <= 5 s, the others untouched",
+             f"{back:.2f} s, others {'untouched' if untouched else 'disturbed'}",
+             back <= 5 and untouched),
+        ]  # fmt: skip
+        print("goals (issue 14), the fan-out as nodes run it; 150 legs: make bench-soak; the")
+        print("control plane: make bench-api")
+        for goal, measured, met in goals:
+            print(f"  {goal:<58} {measured:<28} {'met' if met else 'NOT MET'}")
 
 
 if __name__ == "__main__":

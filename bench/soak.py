@@ -5,21 +5,55 @@
 STREAMS publishers replay a 6 Mb/s 720p30 stream (2-s GOP) into one nginx-rtmp ingest; rig's
 Supervisor, as the agent runs it, writes each stream to LEGS destinations on a sink nginx-rtmp
 (one fan-out process per stream). Over the window (after a 15-s warm-up) it prints the node's
-CPU (the ingest, the fan-outs and their ffmpegs, and this process, which stands for the agent:
+CPU (the ingest, the fan-out processes, and this process, which stands for the agent:
 % of one core, of the machine's cores) and memory (PSS), and for every leg what reached the
 destination against what the publisher sent over the same window (bytes, from nginx's stat),
-how many legs stayed live and how often one restarted.
+and the video frames every destination received from the publisher's start to its end
+against the frames the ingest received (bench.frames: counters that play every stream and
+destination from before its publisher starts; the ingest's part of serving them is in the
+node's CPU), how many legs stayed live and how often one restarted.
 """
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+from agents.node.ingest import players
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
 from bench.fanout import make_source, measure, nginx, publisher
+
+COUNTED_PER_PROCESS = 50  # streams one frame counter (bench.frames) plays
+
+
+def counters(urls: list[str]) -> list[subprocess.Popen]:
+    """Frame counters playing ``urls``, started before any publisher."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.frames", *urls[i : i + COUNTED_PER_PROCESS]],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(0, len(urls), COUNTED_PER_PROCESS)
+    ]
+
+
+def counted(processes: list[subprocess.Popen], timeout: float) -> dict[str, int]:
+    """What the counters saw, once their streams ended (SIGTERM at ``timeout``)."""
+    deadline, counts = time.monotonic() + timeout, {}
+    for process in processes:
+        try:
+            out, _ = process.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            out, _ = process.communicate(timeout=10)
+        counts.update(json.loads(out or "{}"))
+    return counts
 
 
 def main() -> None:
@@ -33,18 +67,27 @@ def main() -> None:
         source = make_source(root)
         ingest, sink = nginx(root, "live"), nginx(root, "dest")
         base = f"rtmp://127.0.0.1:{ingest.rtmp_port}/live"
+        stat = f"http://127.0.0.1:{ingest.http_port}"
+        streams = [f"s{n}" for n in range(args.streams)]
+        dest = {s: [f"{sink.base_url}/{s}l{leg}" for leg in range(args.legs)] for s in streams}
+        counting = counters(
+            [f"{base}/{s}" for s in streams] + [u for s in streams for u in dest[s]]
+        )
         supervisor = Supervisor(private_ok=True, fanout=True)
         publishers = []
         try:
-            for n in range(args.streams):
-                supervisor.reconcile(
-                    [
-                        RelaySpec(f"s{n}:{leg}", f"{base}/s{n}", f"{sink.base_url}/s{n}l{leg}")
-                        for leg in range(args.legs)
-                    ],
-                    scope=lambda _: False,
-                )
-                publishers.append(publisher(source, f"{base}/s{n}"))
+            for name in streams:
+                specs = [
+                    RelaySpec(f"{name}:{leg}", f"{base}/{name}", url)
+                    for leg, url in enumerate(dest[name])
+                ]
+                supervisor.reconcile(specs, scope=lambda _: False)
+                # As the agent's publish hook: the publisher comes once the fan-out plays (and
+                # the counter), so every frame is counted on both sides.
+                deadline = time.monotonic() + 10
+                while players(stat, name) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                publishers.append(publisher(source, f"{base}/{name}"))
             time.sleep(15)
             sent, received = ingest.publishers(), sink.publishers()
             fanouts = {s.pid for s in supervisor.states() if s.pid}
@@ -52,10 +95,14 @@ def main() -> None:
             cpu, mib = measure(pids, args.seconds)
             sent_after, received_after = ingest.publishers(), sink.publishers()
             states = supervisor.states()
+            for process in publishers:  # the streams end: every counter reports
+                process.terminate()
+                process.wait(5)
+            frames = counted(counting, 60)
         finally:
             supervisor.shutdown()
-            for process in publishers:
-                process.terminate()
+            for process in [*publishers, *counting]:
+                process.kill()
                 process.wait(5)
             ingest.stop()
             sink.stop()
@@ -73,6 +120,13 @@ def main() -> None:
         print(
             f"legs receiving: {len(ratios)} of {legs}; bytes at a destination / bytes published "
             f"over the window: min {min(ratios):.3f}, max {max(ratios):.3f}"
+        )
+        published = {s: frames.get(f"{base}/{s}", 0) for s in streams}
+        missing = [published[s] - frames.get(url, 0) for s in streams for url in dest[s]]
+        print(
+            f"video frames, publish to end: {min(published.values())}-{max(published.values())} "
+            f"per stream at the ingest; legs with every one of them: "
+            f"{sum(m == 0 for m in missing)} of {legs} (most missing: {max(missing)})"
         )
         print(
             f"legs live at the end: {sum(s.state == 'live' for s in states)} of {legs}; "

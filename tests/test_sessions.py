@@ -68,6 +68,35 @@ def test_each_publish_is_a_session_in_the_history(
     ]
 
 
+def test_relays_the_node_stopped_after_its_publisher_left_are_not_shown_live(
+    node_and_token: tuple[IngestNode, str], alice_client: APIClient, alice_stream: Stream
+) -> None:
+    """nginx died: the node no longer lists the publisher and stops the stream's relays at
+    once, so its reports leave the stream out. Until the session ends (the publisher gone
+    for RIG_PUBLISHER_STALE_S), the API must not keep saying the destination is live."""
+    _, token = node_and_token
+    yt = DestinationFactory.create(stream=alice_stream)
+    other = StreamFactory.create(owner=alice_stream.owner)
+    tw = DestinationFactory.create(stream=other, service="Twitch")
+    form_hook(token, "publish", alice_stream.stream_key, clientid="1")
+    form_hook(token, "publish", other.stream_key, clientid="2")
+    mine = {"streamKey": alice_stream.stream_key, "relays": [relay_report(yt.pk)]}
+    theirs = {"streamKey": other.stream_key, "relays": [relay_report(tw.pk)]}
+    body = {"streams": [mine, theirs], "publishers": [alice_stream.stream_key, other.stream_key]}
+    node = client_for(token=token)
+    assert_ok(node.post("/agents/status", body, format="json"), "Status recorded")
+    url = f"/streams/{alice_stream.id}/relays"
+    assert [r["state"] for r in assert_ok(alice_client.get(url), "Stream relays")] == ["live"]
+
+    body = {"streams": [theirs], "publishers": [other.stream_key]}
+    assert_ok(node.post("/agents/status", body, format="json"), "Status recorded")
+    relays = assert_ok(alice_client.get(url), "Stream relays")
+    assert [(r["state"], r["bitrateKbps"]) for r in relays] == [("stopped", None)]
+    assert alice_client.get(f"/streams/{alice_stream.id}").json()["payload"]["isStreaming"]
+    others = assert_ok(alice_client.get(f"/streams/{other.id}/relays"), "Stream relays")
+    assert [r["state"] for r in others] == ["live"]  # still reported: untouched
+
+
 def test_history_pages_back_and_is_the_owners_only(
     node_and_token: tuple[IngestNode, str],
     alice_client: APIClient,

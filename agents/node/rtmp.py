@@ -493,8 +493,10 @@ class Player(_Client):
         every: float = 0.0,
         timeout: float = 10.0,
         idle: float = 10.0,
+        label: str = "rig fan-out",
     ) -> None:
         super().__init__(url, timeout=timeout)
+        self.label = label
         self.on_tag, self.on_read = on_tag, on_read
         self.every, self.idle = every, idle
         self.ended = False
@@ -502,7 +504,7 @@ class Player(_Client):
 
     async def connect(self) -> None:
         # Who plays, as nginx's statistics show it (it keeps 31 characters): this process.
-        await self._open(f"rig fan-out pid {os.getpid()}")
+        await self._open(f"{self.label} pid {os.getpid()}")
         await self._create_stream(2)
         status = await self._status_of("play", 3, self._key, -2000)
         if status.get("level") == "error":
