@@ -32,13 +32,14 @@ up: export PROMETHEUS_MULTIPROC_DIR ?= $(CURDIR)/$(RUN)/prometheus
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/rig
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help system-deps browser-deps camera-deps venv up test lint bench bench-api bench-soak clean
+.PHONY: help system-deps browser-deps camera-deps venv up test lint bench bench-api bench-soak wrk clean
 
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
 	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1 (and chromium)"
-	@echo "make bench  fan-out benchmark (relays, fan-out prototype, nginx-rtmp push); pull and transcode costs"
-	@echo "make bench-soak  150 legs (50 streams x 3) through the fan-out prototype for 10 minutes"
+	@echo "make bench  every benchmark (about 35 min), then the goals of issue 14 as one table:"
+	@echo "           fan-out vs ffmpeg relays vs nginx-rtmp push, the soak, the API; pull and transcode costs"
+	@echo "make bench-soak  150 legs (50 streams x 3) through the fan-out for 10 minutes"
 	@echo "make bench-api  agent endpoints (rps) and the publish hook (latency) under gunicorn, Postgres"
 
 system-deps:
@@ -93,17 +94,22 @@ lint: venv
 test: system-deps browser-deps camera-deps lint
 	DEBUG=1 DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest
 
-bench: system-deps camera-deps venv
+bench: system-deps camera-deps venv wrk
 	$(BIN)/python -m bench.fanout
+	$(BIN)/python -m bench.soak
+	$(BIN)/python -m bench.api
 	$(BIN)/python -m bench.costs
+	$(BIN)/python -m bench.goals
 
 bench-soak: system-deps venv
 	$(BIN)/python -m bench.soak
 
-bench-api: venv
+bench-api: venv wrk
+	$(BIN)/python -m bench.api
+
+wrk:
 	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk >/dev/null; }
-	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(RUN) db.sqlite3

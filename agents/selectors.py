@@ -11,8 +11,8 @@ from django.utils import timezone
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
 from rig.queries import CompiledQuery, columns, instance
-from streams.destinations import destination_fields
-from streams.models import Destination, Session, Stream
+from streams.destinations import fields_of_columns
+from streams.models import Session, Stream
 from streams.recordings import owners_over_quota
 from streams.selectors import STREAM_KEY, live_streams, relays_wanted
 
@@ -61,16 +61,16 @@ def node_by_token(*, token: str) -> IngestNode | None:
     return instance(IngestNode, _NODE, rows[0]) if rows else None
 
 
-def _config_item(destination: Destination) -> dict[str, Any]:
+def _config_item(columns: dict[str, Any]) -> dict[str, Any]:
     # restartSeq changes when the user asks for a restart: the agent then restarts the relay
-    return {**destination_fields(destination), "restartSeq": destination.restart_seq}
+    return {**fields_of_columns(**columns), "restartSeq": columns["restart_seq"]}
 
 
 def _config_items(rows: list[list[Any]], start: int) -> list[dict[str, Any]]:
     """Stream Config items from rows whose destination columns begin at ``start`` (a stream
     without destinations is one row of None there)."""
     return [
-        _config_item(instance(Destination, _DESTINATION, row[start:]))
+        _config_item(dict(zip(_DESTINATION, row[start:], strict=True)))
         for row in rows
         if row[start] is not None
     ]

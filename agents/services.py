@@ -71,15 +71,17 @@ def node_report(
         logger.info("node %s reports again after being lost", node.name)
     if publishers is not None:
         stream_sessions.publishers_seen(node=node, keys=publishers)
-        # The node runs no relay for a live session whose publisher it no longer lists and
-        # whose stream it does not report (it stopped them): they are stopped, not what they
-        # last said, until the session ends (the publisher gone for RIG_PUBLISHER_STALE_S).
+        # The node runs no relay for a live session whose publisher it no longer lists (missed
+        # where nginx should list it, publishers_seen) and whose stream it does not report (it
+        # stopped them): they are stopped, not what they last said, until the session ends
+        # (the publisher gone for RIG_PUBLISHER_STALE_S). Never a session just admitted, whose
+        # publisher nginx may not list yet.
         reported = [report["streamKey"] for report in streams]
-        Relay.objects.filter(session__node=node, session__ended_at__isnull=True).exclude(
-            state__in=(RelayState.STOPPED, RelayState.FAILED)
-        ).exclude(session__stream__stream_key__in=[*reported, *publishers]).update(
-            state=RelayState.STOPPED, bitrate_kbps=None, fps=None, updated_at=timezone.now()
-        )
+        Relay.objects.filter(
+            session__node=node, session__ended_at__isnull=True, session__publisher_missed__gt=0
+        ).exclude(state__in=(RelayState.STOPPED, RelayState.FAILED)).exclude(
+            session__stream__stream_key__in=[*reported, *publishers]
+        ).update(state=RelayState.STOPPED, bitrate_kbps=None, fps=None, updated_at=timezone.now())
     if pulls:
         stream_pulls.pulls_report(node=node, reports=pulls)
     if recordings is not None:

@@ -27,6 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from bench.goals import Row, record
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-api"
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/rig_bench")
@@ -205,6 +207,7 @@ def main() -> None:
         f"{'layout':34} {'endpoint':22} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}"
     )
     hooks = {}
+    rps: dict[str, dict[str, float]] = {}
     for name, layout in LAYOUTS.items():
         port = _free_port()
         server = _start_gunicorn(layout, port)
@@ -222,6 +225,7 @@ def main() -> None:
             healthz = None
             for endpoint, (url, bearer) in endpoints.items():
                 result = wrk(url, bearer)
+                rps.setdefault(endpoint, {})[name] = result["rps"]
                 healthz = healthz or result
                 ratio = result["rps"] / healthz["rps"]
                 print(
@@ -237,6 +241,23 @@ def main() -> None:
     print(f"{'layout':34} {'view p50':>9} {'view p99':>9} {'http p50':>9} {'http p99':>9}")
     for name, result in hooks.items():
         print(f"{name:34} " + " ".join(f"{value:9.2f}" for value in result.values()))
+    # The goals, each at the layout that does best (a deployment picks its layout).
+    view, http = (min(hook[f"{part} p99"] for hook in hooks.values()) for part in ("view", "http"))
+    goals: list[Row] = [
+        ("publish hook p99 < 5 ms in the view", f"{view:.1f} ms", view < 5),
+        ("publish hook p99 < 10 ms over HTTP", f"{http:.1f} ms", http < 10),
+    ]
+    for endpoint in ("/agents/config/<key>", "/agents/streams"):
+        best = max(rps[endpoint], key=lambda layout: rps[endpoint][layout])
+        value = rps[endpoint][best]
+        goals.append(
+            (
+                f"{endpoint} >= 1000 requests/s on 2 cores",
+                f"{value:.0f} rps ({best})",
+                value >= 1000,
+            )
+        )
+    record("api", goals)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 from agents.node.ingest import players
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
+from bench.goals import Row, record
 from tests.media.harness import INGEST, Platform
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -275,7 +276,7 @@ def main() -> None:
         )
         legs, fan_cpu, fan_mem, push_cpu = last
         fan_extra = extras["fanout"]
-        goals = [
+        goals: list[Row] = [
             (f"CPU per leg at {legs} legs <= 0.3 % and <= 3x push",
              f"{fan_cpu:.2f} %, {ratio(fan_cpu, push_cpu)} push",
              fan_cpu <= 0.3 and (push_cpu < 0.01 or fan_cpu <= 3 * push_cpu)),
@@ -286,10 +287,7 @@ def main() -> None:
              f"{back:.2f} s, others {'untouched' if untouched else 'disturbed'}",
              back <= 5 and untouched),
         ]  # fmt: skip
-        print("goals (issue 14), the fan-out as nodes run it; 150 legs: make bench-soak; the")
-        print("control plane: make bench-api")
-        for goal, measured, met in goals:
-            print(f"  {goal:<58} {measured:<28} {'met' if met else 'NOT MET'}")
+        record("fanout", goals)
 
 
 if __name__ == "__main__":

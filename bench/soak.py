@@ -1,6 +1,6 @@
 """Many legs on one node through the agent's fan-out (agents.node.legs), for a while.
 
-    .venv/bin/python -m bench.soak [--streams 50] [--legs 3] [--seconds 600] [--frames 0]
+    .venv/bin/python -m bench.soak [--streams 50] [--legs 3] [--seconds 600] [--frames 5]
 
 STREAMS publishers replay a 6 Mb/s 720p30 stream (2-s GOP) into one nginx-rtmp ingest; rig's
 Supervisor, as the agent runs it, writes each stream to LEGS destinations on a sink nginx-rtmp
@@ -13,7 +13,8 @@ frames the destinations of N streams received from the publisher's start to its 
 the frames the ingest received (bench.frames: counters that play those streams and their
 destinations from before the publisher starts; the ingest's part of serving them is in the
 node's CPU). They cost about 1 % of a core per 6 Mb/s stream counted: counting all 200
-streams of the default soak would saturate this 2-core machine, so none are by default.
+streams of the default soak would saturate this 2-core machine, so 5 streams (their ingest and
+their 15 legs) are counted by default, and every leg's bytes.
 """
 
 import argparse
@@ -30,6 +31,7 @@ from agents.node.ingest import players
 from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
 from bench.fanout import make_source, measure, nginx, publisher
+from bench.goals import Row, record
 
 COUNTED_PER_PROCESS = 50  # streams one frame counter (bench.frames) plays
 
@@ -65,7 +67,7 @@ def main() -> None:
     parser.add_argument("--legs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument(
-        "--frames", type=int, default=0, metavar="N", help="count every frame of N streams"
+        "--frames", type=int, default=5, metavar="N", help="count every frame of N streams"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rig-soak-") as tmp:
@@ -142,10 +144,29 @@ def main() -> None:
                 f"ingest; legs with every one of them: {sum(m == 0 for m in missing)} of "
                 f"{len(missing)} (most missing: {max(missing)})"
             )
+        live, restarts = sum(s.state == "live" for s in states), sum(s.restarts for s in states)
         print(
-            f"legs live at the end: {sum(s.state == 'live' for s in states)} of {legs}; "
-            f"restarts: {sum(s.restarts for s in states)}; fan-out processes: {len(fanouts)}"
+            f"legs live at the end: {live} of {legs}; "
+            f"restarts: {restarts}; fan-out processes: {len(fanouts)}"
         )
+        window = f"{legs} legs, {args.seconds / 60:.0f} min"
+        goals: list[Row] = [
+            (f"{window}: node CPU and memory (printed)",
+             f"{cpu:.0f} % of a core, {mib:.0f} MiB PSS", None),
+            (f"{window}: every leg receives what was published",
+             f"bytes {min(ratios):.3f}-{max(ratios):.3f} of it, {len(ratios)} legs",
+             len(ratios) == legs and min(ratios) >= 0.99),
+            (f"{window}: no relay restarts, every leg live",
+             f"{restarts} restarts, {live} of {legs} live", restarts == 0 and live == legs),
+        ]  # fmt: skip
+        if counted_streams:
+            complete = sum(m == 0 for m in missing)
+            goals.append(
+                (f"{window}: every frame at each counted leg",
+                 f"{complete} of {len(missing)} legs, max missing {max(missing)}",
+                 complete == len(missing))
+            )  # fmt: skip
+        record("soak", goals)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class UnknownRouteApi(APIView):
 
 
 urlpatterns = [
+    # The agents' routes first: nodes poll them all the time, and routes are tried in order.
+    path("", include("agents.urls")),
     path("admin/login/", admin_login, name="admin-login"),  # throttled like every login
     path("admin/", admin.site.urls),
     route("metrics", monitoring.MetricsApi.as_view(), "metrics"),
@@ -32,7 +34,6 @@ urlpatterns = [
     route("readyz", monitoring.ReadyzApi.as_view(), "readyz"),
     path("", include("accounts.urls")),
     path("", include("streams.urls")),
-    path("", include("agents.urls")),
     path("", include("webhooks.urls")),
     path("", include("dashboard.urls")),
     re_path(r"^schema(?:\.(?P<format>json|yaml))?/?$", docs.SchemaApi.as_view(), name="schema"),

@@ -218,9 +218,9 @@ class ChunkParser:
             state.stream_id = struct.unpack("<I", header[7:11])[0]
         if fmt <= 2:
             state.extended, state.delta, state.body = extended, stamp, None
-            state.timestamp = stamp if fmt == 0 else state.timestamp + stamp
+            state.timestamp = stamp if fmt == 0 else (state.timestamp + stamp) & 0xFFFFFFFF
         elif state.body is None:  # a new message like the last, as far after it
-            state.timestamp += state.delta
+            state.timestamp = (state.timestamp + state.delta) & 0xFFFFFFFF  # wraps at 49.7 days
         if state.body is None:
             state.body = bytearray()
         state.body += buf[at : at + take]
@@ -450,7 +450,11 @@ class Publisher(_Client):
         """One tag as one message, its timestamp counted from this leg's start."""
         if self._base is None:
             self._base = tag.timestamp
-        stamp = max(0, tag.timestamp - self._base)
+        # Counted as RTMP's 32-bit clock wraps (after 49.7 days): what came before the base
+        # (sequence headers sent at a leg's start) goes out at 0.
+        stamp = (tag.timestamp - self._base) & 0xFFFFFFFF
+        if stamp >= 0x80000000:
+            stamp = 0
         head = message_header(tag.csid, stamp, len(tag.body), tag.kind, self.stream_id)
         chunks = tag.chunks
         if stamp >= 0xFFFFFF and len(chunks) > 1:  # after 4.6 hours: every chunk carries it

@@ -166,8 +166,12 @@ def rig_nodes(
                 stop(process)
             rig.stop_agent()
             rig.ingest.stop()
-            if os.environ.get("RIG_E2E_SHOW_LOGS"):
-                print(rig.agent_log())
+            # pytest shows a test's captured output only when it fails: each node's last
+            # agent log lines are then in CI's report.
+            lines = rig.agent_log().splitlines()[-400:]
+            print(
+                f"--- agent log of {rig.node.name} (last {len(lines)} lines) ---", *lines, sep="\n"
+            )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from agents.node.rtmp import (
     DATA,
     VIDEO,
     ChunkParser,
+    Publisher,
     Tag,
     amf0,
     amf0_decode,
@@ -80,3 +81,22 @@ def test_after_4_6_hours_every_chunk_carries_the_extended_timestamp() -> None:
     data = message(2, 1, struct.pack(">I", 128))
     data += message_header(7, late, len(frame), VIDEO, 1) + b"".join(chunks)
     assert _messages(data)[1:] == [(VIDEO, 1, late, frame)]
+
+
+def test_after_49_7_days_the_clock_wraps_and_legs_count_on_across_it() -> None:
+    """RTMP time is 32 bits of milliseconds: a delta past 2**32 - 1 wraps to small numbers, as
+    ffmpeg and nginx count it; a leg's own times keep rising across the wrap."""
+    near_end = 0xFFFFFFF0
+    data = message(2, 1, struct.pack(">I", 128))
+    data += message_header(7, near_end, 3, VIDEO, 1) + b"\x17\x01a"
+    data += bytes([0x47]) + (0x20).to_bytes(3, "big") + (3).to_bytes(3, "big") + bytes([VIDEO])
+    data += b"\x27\x01b"
+    assert [ts for _, _, ts, _ in _messages(data)[1:]] == [near_end, 0x10]
+
+    leg = Publisher("rtmp://127.0.0.1/live/key")
+    leg.start_at(near_end)
+    leg.send(Tag.of(VIDEO, 0x10, b"\x27\x01b"))  # 32 ms after the leg's first keyframe
+    leg.send(Tag.of(VIDEO, near_end - 500, b"\x17\x00c"))  # a sequence header from before it
+    sent = b"".join(leg._pending)
+    assert sent[1:4] == (0x20).to_bytes(3, "big")
+    assert sent[len(sent) // 2 + 1 : len(sent) // 2 + 4] == b"\x00\x00\x00"
