@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -56,10 +57,27 @@ http {{
 """
 
 
+# Ports for the tests' servers come from below the kernel's ephemeral range (32768-60999 here):
+# a port the kernel hands out for bind(0) may meanwhile become the local end of some outgoing
+# connection (one CI run saw nginx fail with "Address already in use" that way); these never.
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, never handed out before in this process."""
+    for _ in range(1000):
+        port = random.choice(_PORTS)  # noqa: S311 - a port, not a secret
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:

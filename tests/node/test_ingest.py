@@ -40,6 +40,7 @@ from agents.node.ingest import (
     render_nginx_conf,
     write_nginx_conf,
 )
+from tests.media.harness import free_port
 from tests.nginx import NginxIngest
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -54,13 +55,6 @@ PUBLISH_DONE_FIELDS = [*SESSION_FIELDS, "call", "name"]
 
 def _note(msg: str) -> None:
     print(f"[ingest] {msg}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:

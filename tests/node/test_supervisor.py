@@ -29,7 +29,7 @@ import pytest
 
 from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
 from agents.node.supervisor import Supervisor
-from tests.media.harness import INGEST, Platform, Proxy, tls_server_context
+from tests.media.harness import INGEST, Platform, Proxy, free_port, tls_server_context
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -51,13 +51,6 @@ T = TypeVar("T")
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def add(sup: Supervisor, spec: RelaySpec) -> None:
