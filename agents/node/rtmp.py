@@ -420,7 +420,8 @@ class Publisher(_Client):
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         super().__init__(url, timeout=timeout)
-        self._base: int | None = None  # the source timestamp this leg's 0 stands for
+        # The last tag this leg placed: (its source timestamp, its time on this leg, in ms).
+        self._last: tuple[int, int] | None = None
         self._pending: list[bytes] = []  # sent, not yet flushed
 
     async def connect(self) -> None:
@@ -444,17 +445,23 @@ class Publisher(_Client):
     def start_at(self, timestamp: int) -> None:
         """The source timestamp that is this leg's 0 (its first keyframe's): what was sent
         before it (metadata, sequence headers) goes out at 0."""
-        self._base = timestamp
+        self._last = (timestamp, 0)
 
     def send(self, tag: Tag) -> None:
-        """One tag as one message, its timestamp counted from this leg's start."""
-        if self._base is None:
-            self._base = tag.timestamp
-        # Counted as RTMP's 32-bit clock wraps (after 49.7 days): what came before the base
-        # (sequence headers sent at a leg's start) goes out at 0.
-        stamp = (tag.timestamp - self._base) & 0xFFFFFFFF
-        if stamp >= 0x80000000:
+        """One tag as one message, its time counted from this leg's start: each tag as far
+        after the last placed one as the source says, so the leg's clock runs on where RTMP's
+        32-bit clock wraps (every 49.7 days), the source's or the leg's own."""
+        if self._last is None:
+            self._last = (tag.timestamp, 0)
+        source, placed = self._last
+        delta = (tag.timestamp - source) & 0xFFFFFFFF
+        if delta >= 0x80000000:  # earlier than the last placed tag
+            delta -= 0x100000000
+        if placed + delta < 0:  # from before this leg's start (sequence headers, metadata)
             stamp = 0
+        else:
+            self._last = (tag.timestamp, placed + delta)
+            stamp = (placed + delta) & 0xFFFFFFFF
         head = message_header(tag.csid, stamp, len(tag.body), tag.kind, self.stream_id)
         chunks = tag.chunks
         if stamp >= 0xFFFFFF and len(chunks) > 1:  # after 4.6 hours: every chunk carries it

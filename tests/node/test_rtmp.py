@@ -93,10 +93,18 @@ def test_after_49_7_days_the_clock_wraps_and_legs_count_on_across_it() -> None:
     data += b"\x27\x01b"
     assert [ts for _, _, ts, _ in _messages(data)[1:]] == [near_end, 0x10]
 
+    def stamp(leg: Publisher, at: int) -> int:
+        """The time the leg gives a tag of this source time (from its message header)."""
+        leg._pending = []
+        leg.send(Tag.of(VIDEO, at, b"\x27\x01b"))
+        head = leg._pending[0]
+        field = head[1:4] if head[1:4] != b"\xff\xff\xff" else head[-4:]  # or extended
+        return int.from_bytes(field, "big")
+
     leg = Publisher("rtmp://127.0.0.1/live/key")
-    leg.start_at(near_end)
-    leg.send(Tag.of(VIDEO, 0x10, b"\x27\x01b"))  # 32 ms after the leg's first keyframe
-    leg.send(Tag.of(VIDEO, near_end - 500, b"\x17\x00c"))  # a sequence header from before it
-    sent = b"".join(leg._pending)
-    assert sent[1:4] == (0x20).to_bytes(3, "big")
-    assert sent[len(sent) // 2 + 1 : len(sent) // 2 + 4] == b"\x00\x00\x00"
+    leg.start_at(near_end)  # a leg that joined just before the source's clock wrapped
+    # 32 ms after its first keyframe; then a sequence header from before it: at its 0
+    assert [stamp(leg, 0x10), stamp(leg, near_end - 500)] == [0x20, 0]
+    old = Publisher("rtmp://127.0.0.1/live/key")
+    old.start_at(0)  # a leg live for 24.8 days and on: its times keep rising
+    assert [stamp(old, 0x7FFFFFF0), stamp(old, 0x80000010)] == [0x7FFFFFF0, 0x80000010]
