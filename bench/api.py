@@ -17,7 +17,6 @@ BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNEC
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from bench.goals import Row, record
+from tests.media.harness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".run" / "bench-api"
@@ -107,12 +107,6 @@ def prepare() -> tuple[str, str]:
     _manage("node_create", "bench-node", "--token-file", str(token_file))
     stream_key = _manage("shell", "-c", SETUP).splitlines()[-1]
     return token_file.read_text().strip(), stream_key
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _start_gunicorn(layout: list[str], port: int) -> subprocess.Popen:
@@ -209,7 +203,7 @@ def main() -> None:
     hooks = {}
     rps: dict[str, dict[str, float]] = {}
     for name, layout in LAYOUTS.items():
-        port = _free_port()
+        port = free_port()
         server = _start_gunicorn(layout, port)
         try:
             base = f"http://127.0.0.1:{port}"
