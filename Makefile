@@ -37,7 +37,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 help:
 	@echo "make up     install what is missing (apt: $(APT_PACKAGES); pip: .venv) and run rig"
 	@echo "make test   ruff, mypy and pytest against Postgres and Redis on 127.0.0.1 (and chromium)"
-	@echo "make bench  every benchmark (about 35 min), then the goals of issue 14 as one table:"
+	@echo "make bench  every benchmark (about 20 min), then the goals of issue 14 as one table:"
 	@echo "           fan-out vs ffmpeg relays vs nginx-rtmp push, the soak, the API; pull and transcode costs"
 	@echo "make bench-soak  150 legs (50 streams x 3) through the fan-out for 10 minutes"
 	@echo "make bench-api  agent endpoints (rps) and the publish hook (latency) under gunicorn, Postgres"
