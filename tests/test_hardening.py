@@ -19,6 +19,7 @@ from agents.node.relay import RelaySpec, relay_secrets
 from streams.models import Destination, Relay, Stream
 from tests.conftest import assert_error, assert_ok, client_for
 from tests.factories import PASSWORD, DestinationFactory
+from tests.media.harness import free_port
 from tests.test_agents_api import form_hook
 
 pytestmark = pytest.mark.django_db
@@ -176,9 +177,7 @@ def test_throttle_counters_are_shared_in_redis(alice: User, settings: Any) -> No
 
 def test_throttles_fail_open_while_the_cache_is_down(alice: User, settings: Any) -> None:
     """A cache outage is no API outage: logins are answered (unthrottled meanwhile)."""
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()  # nothing listens there
     settings.CACHES = _redis_cache(f"redis://127.0.0.1:{port}/0")
     for _ in range(12):
         assert_error(_login("wrong-password"), 401, 1003)

@@ -26,7 +26,7 @@ from rig.metrics import task_outcome_record
 from streams.models import Stream
 from tests.conftest import ROOT, _test_database_url, assert_error
 from tests.factories import DestinationFactory, StreamFactory, node_create, relay_row, session_start
-from tests.media.harness import stop
+from tests.media.harness import free_port, stop
 from tests.test_agents_api import form_hook
 
 pytestmark = pytest.mark.django_db
@@ -210,9 +210,7 @@ def test_metrics_is_get_only() -> None:
 def gunicorn_multiprocess(transactional_db: None, tmp_path) -> Any:
     """rig under gunicorn with two worker processes sharing metrics through files."""
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     (metrics_dir / "histogram_99999.db").write_bytes(b"stale")  # emptied at start
