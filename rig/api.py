@@ -83,6 +83,11 @@ def enforce_limit(
     return locked
 
 
+def invalid_credentials(status: int = 401) -> ApiError:
+    """A missing or wrong token or password (401), or a token without the right (403)."""
+    return ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", status)
+
+
 def not_found(what: str = "Resource") -> ApiError:
     return ApiError(ErrorCode.NOT_FOUND, f"{what} not found", 404)
 

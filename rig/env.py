@@ -26,7 +26,7 @@ def database_from_url(url: str) -> dict[str, Any]:
             threshold = options["prepare_threshold"]
             options["prepare_threshold"] = None if threshold == "none" else int(threshold)
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": "rig.postgres",
             "NAME": unquote(parts.path.lstrip("/")),
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),

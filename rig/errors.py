@@ -8,7 +8,7 @@ from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
 
-from rig.api import ApiError, ErrorCode
+from rig.api import ApiError, ErrorCode, invalid_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ def to_api_error(exc: Exception) -> ApiError | None:
             {"body": [str(getattr(exc, "detail", exc))]},
         )
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
-        return ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
+        return invalid_credentials()
     if isinstance(exc, (exceptions.PermissionDenied, DjangoPermissionDenied)):
-        return ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 403)
+        return invalid_credentials(403)
     if isinstance(exc, exceptions.Throttled):
         wait = getattr(exc, "wait", None)
         return ApiError(

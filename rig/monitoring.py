@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from agents.models import IngestNode
 from agents.node.protocol import RelayState
-from rig.api import ApiError, ErrorCode, ok
+from rig.api import ApiError, ErrorCode, invalid_credentials, ok
 from rig.celery import app as celery_app
 from rig.metrics import TaskOutcomeCollector
 from rig.payloads import HealthPayload, ReadinessPayload
@@ -157,9 +157,9 @@ def metrics_authorize(request: Request) -> None:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             given.strip().encode(), expected.encode()
         ):
-            raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 401)
+            raise invalid_credentials()
     elif not _is_loopback(request.META.get("REMOTE_ADDR", "")) or _proxied(request):
-        raise ApiError(ErrorCode.INVALID_CREDENTIALS, "Invalid credentials", 403)
+        raise invalid_credentials(403)
 
 
 class _OpsEndpoint(APIView):

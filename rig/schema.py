@@ -182,13 +182,26 @@ def _renderer(shape: type[serializers.Serializer]) -> Callable[[Any], Any]:
     return render
 
 
+# What these fields' to_representation gives: a value already of that type is given as it is.
+_OUTPUT_TYPES: dict[type[serializers.Field], type] = {
+    serializers.CharField: str,
+    serializers.BooleanField: bool,
+    serializers.IntegerField: int,
+    serializers.FloatField: float,
+}
+
+
 def _field_renderer(field: serializers.Field) -> Callable[[Any], Any]:
     if isinstance(field, serializers.ListSerializer):
         child = _renderer(type(field.child))  # type: ignore[arg-type]
         return lambda items: [child(item) for item in items]
     if isinstance(field, serializers.Serializer):
         return _renderer(type(field))
-    return field.to_representation
+    convert = field.to_representation
+    output = _OUTPUT_TYPES.get(type(field))
+    if output is None:
+        return convert
+    return lambda value: value if type(value) is output else convert(value)
 
 
 def plain_text(

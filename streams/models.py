@@ -31,6 +31,11 @@ class Stream(models.Model):
         "Session", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Read with the locked stream by the publish hooks (streams.selectors.stream_by_key_for_update),
+    # not columns: whether the owner has an active webhook endpoint, and for a publish (relays
+    # its node runs for other sessions, relays the stream would add).
+    owner_listens: bool
+    relays_asked: tuple[int, int]
 
     class Meta:
         ordering = ["created_at", "id"]

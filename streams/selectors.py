@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Exists, F, Func, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from accounts.models import User
@@ -16,6 +16,7 @@ from agents.node.relay import redact
 from rig.api import int_id, invalid_input, not_found
 from rig.queries import CompiledQuery, columns, instance
 from streams.models import Destination, Pull, Relay, Session, Stream
+from webhooks.models import WebhookEndpoint
 
 
 def uuid_or_none(value: str) -> uuid.UUID | None:
@@ -96,65 +97,88 @@ STREAM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what new_stream_key() makes
 # --- the publish hooks' reads, compiled once (rig.queries): they run under the locks every
 # publish on the node waits for. The placeholders are values no real row or key has.
 
-_NODE, _STREAM, _SESSION, _PULL = (columns(m) for m in (IngestNode, Stream, Session, Pull))
-_node_for_update = CompiledQuery(
-    lambda node_id: IngestNode.objects.select_for_update().filter(pk=node_id).values_list(*_NODE),
-    node_id=-(2**62) + 11,
-)
-_stream_for_update = CompiledQuery(
-    lambda key: (
-        Stream.objects.select_for_update(of=("self",))
-        .filter(stream_key=key)
-        .values_list(
-            *_STREAM,
-            *(f"session__{name}" for name in _SESSION),
-            *(f"pull__{name}" for name in _PULL),
+_STREAM, _SESSION, _PULL = (columns(m) for m in (Stream, Session, Pull))
+
+
+def _count(queryset: QuerySet) -> Subquery:
+    """``SELECT COUNT(*)`` of the queryset, as a column of another query."""
+    return Subquery(queryset.order_by().annotate(n=Func(F("pk"), function="COUNT")).values("n"))
+
+
+def _stream_for_update(*, publish: bool) -> CompiledQuery:
+    """The stream by key, its row locked, with its latest session, its pull, and whether its
+    owner has an active webhook endpoint; for a publish also the relays the node runs for its
+    other live sessions and the relays the stream would add (one per active destination). The
+    publish's statement runs once the node's row is locked, so every other publish on the node
+    it counts has committed (a destination added while the stream's row was awaited counts from
+    the next publish, as one added to a live stream does)."""
+
+    def build(key: str, node_id: int) -> QuerySet:
+        counts = (
+            {
+                "running": _count(
+                    relays_wanted()
+                    .filter(stream__session__node_id=node_id)
+                    .exclude(stream_id=OuterRef("pk"))
+                ),
+                "wanted": _count(Destination.objects.filter(stream=OuterRef("pk"), is_active=True)),
+            }
+            if publish
+            else {}
         )
-    ),
-    key="\x1fplaceholder-stream-key",
-)
-_relays_asked = CompiledQuery(
-    lambda node_id, stream_id: (
-        Destination.objects.filter(is_active=True)
-        .filter(
-            Q(stream_id=stream_id)
-            | Q(pk__in=relays_wanted().filter(stream__session__node_id=node_id).values("pk"))
+        listens = WebhookEndpoint.objects.filter(owner_id=OuterRef("owner_id"), is_active=True)
+        return (
+            Stream.objects.select_for_update(of=("self",))
+            .filter(stream_key=key)
+            .annotate(listens=Exists(listens), **counts)
+            .values_list(
+                *_STREAM,
+                *(f"session__{name}" for name in _SESSION),
+                *(f"pull__{name}" for name in _PULL),
+                "listens",
+                *counts,
+            )
         )
-        .values_list("stream_id")
-    ),
-    node_id=-(2**62) + 13,
-    stream_id=uuid.UUID(int=13),
-)
+
+    if publish:
+        return CompiledQuery(build, key="\x1fplaceholder-stream-key", node_id=-(2**62) + 13)
+    return CompiledQuery(lambda key: build(key, 0), key="\x1fplaceholder-stream-key")
 
 
-def node_for_update(*, node_id: int) -> IngestNode:
-    """The node's row, locked: it serializes the node's publishes (capacity)."""
-    return instance(IngestNode, _NODE, _node_for_update.rows(node_id=node_id)[0])
+_stream_to_publish = _stream_for_update(publish=True)
+_stream_to_end = _stream_for_update(publish=False)
 
 
-def stream_by_key_for_update(*, key: str) -> Stream | None:
+def stream_by_key_for_update(*, key: str, node: IngestNode | None = None) -> Stream | None:
     """The stream with this key, its row locked, with its latest session and its pull (if it
-    has one) read in the same query: the publish hooks' first read."""
+    has one) read in the same query: the publish hooks' first read after the node's. With the
+    ``node`` a publish came to (its row locked), the stream also carries ``relays_asked``."""
     if not STREAM_KEY.fullmatch(key):  # NUL and the like never reach the database
         return None
-    rows = _stream_for_update.rows(key=key)
+    if node is None:
+        rows = _stream_to_end.rows(key=key)
+    else:
+        rows = _stream_to_publish.rows(key=key, node_id=node.pk)
     if not rows:
         return None
     row, session_at, pull_at = rows[0], len(_STREAM), len(_STREAM) + len(_SESSION)
+    extra_at = pull_at + len(_PULL)
     stream = instance(Stream, _STREAM, row[:session_at])
     if row[session_at] is not None:
         stream.session = instance(Session, _SESSION, row[session_at:pull_at])
-    pull = instance(Pull, _PULL, row[pull_at:]) if row[pull_at] is not None else None
+    pull = instance(Pull, _PULL, row[pull_at:extra_at]) if row[pull_at] is not None else None
     Stream.pull.related.set_cached_value(stream, pull)
+    stream.owner_listens = row[extra_at]
+    if node is not None:
+        stream.relays_asked = (row[extra_at + 1] or 0, row[extra_at + 2] or 0)
     return stream
 
 
-def relays_asked(*, node: IngestNode, stream: Stream) -> tuple[int, int]:
-    """(relays the node runs for its other live sessions, relays the stream would add): one per
-    active destination."""
-    stream_ids = [row[0] for row in _relays_asked.rows(node_id=node.pk, stream_id=stream.pk)]
-    wanted = stream_ids.count(stream.pk)
-    return len(stream_ids) - wanted, wanted
+def owner_listens(stream: Stream) -> bool:
+    """Whether a webhook event about the stream may have an endpoint to go to: False only when
+    the hooks' read of the stream found its owner without an active one (one query fewer per
+    publish); otherwise the event's own query decides."""
+    return bool(getattr(stream, "owner_listens", True))
 
 
 def node_reporting(stream: Stream) -> bool:

@@ -19,15 +19,10 @@ from django.utils import timezone
 
 from agents.models import IngestNode
 from agents.node.protocol import RelayState
-from rig.api import ApiError, ErrorCode, not_found
+from rig.api import ApiError, ErrorCode, invalid_credentials, not_found
 from rig.enqueue import enqueue_after_commit
 from streams.models import Session, Stream
-from streams.selectors import (
-    iso_or_none,
-    node_for_update,
-    relays_asked,
-    stream_by_key_for_update,
-)
+from streams.selectors import iso_or_none, owner_listens, stream_by_key_for_update
 from webhooks.services import event_emit
 
 logger = logging.getLogger(__name__)
@@ -56,7 +51,8 @@ def stream_event(stream: Stream, session: Session, event: str) -> None:
         "startedAt": iso_or_none(session.started_at),
         "endedAt": iso_or_none(session.ended_at),
     }
-    event_emit(user_id=stream.owner_id, event=event, data=data)
+    if owner_listens(stream):
+        event_emit(user_id=stream.owner_id, event=event, data=data)
 
 
 NODE_LOST = "node lost"
@@ -102,7 +98,7 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
         raise ApiError(ErrorCode.IN_USE, "Node is draining: publish to another node", 503)
     if node.lost_at is not None:
         raise ApiError(ErrorCode.IN_USE, "Node is not reporting: publish to another node", 503)
-    running, wanted = relays_asked(node=node, stream=stream)
+    running, wanted = stream.relays_asked
     if running + wanted > node.capacity:
         raise ApiError(
             ErrorCode.LIMIT_REACHED,
@@ -113,11 +109,20 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
 
 
 @transaction.atomic
-def publish_start(*, node: IngestNode, key: str, client_id: str, pull_token: str = "") -> Stream:
+def publish_start(
+    *, token: str, key: str, client_id: str, pull_token: str = "", nudge: bool = True
+) -> Stream:
+    """A publisher at the node with this token: its new session, or a refusal (ApiError). The
+    node is nudged after commit unless its agent asked (``nudge=False``): that agent reconciles
+    at once itself, and the hook spares the nudge's send (0.7 ms of the process's CPU)."""
+    from agents.selectors import node_by_token  # agents read streams: avoid the import cycle
+
     # The node's row serializes its publishes, so two at once cannot both take the last slot.
     # Lock order everywhere: node, then stream (whose row guards its sessions).
-    node = node_for_update(node_id=node.pk)
-    stream = stream_by_key_for_update(key=key)
+    node = node_by_token(token=token, for_update=True)
+    if node is None:
+        raise invalid_credentials()
+    stream = stream_by_key_for_update(key=key, node=node)
     if stream is None:
         raise not_found("Stream")
     if not stream.is_active:
@@ -135,7 +140,8 @@ def publish_start(*, node: IngestNode, key: str, client_id: str, pull_token: str
     if live is not None:  # a session nobody vouches for any more ends here
         session_end(stream, reason="publisher replaced")
     session = session_open(stream=stream, node=node, client_id=client_id)
-    nudge_after_commit(node.pk)
+    if nudge:
+        nudge_after_commit(node.pk)
     stream_event(stream, session, "stream.live")
     return stream
 
@@ -225,8 +231,13 @@ def _session_resume(stream: Stream, session: Session) -> None:
 
 
 @transaction.atomic
-def publish_end(*, node: IngestNode, key: str, client_id: str) -> None:
+def publish_end(*, token: str, key: str, client_id: str) -> None:
     """Idempotent: only the session that ends is closed, whatever order hooks arrive in."""
+    from agents.selectors import node_by_token  # agents read streams: avoid the import cycle
+
+    node = node_by_token(token=token)
+    if node is None:
+        raise invalid_credentials()
     stream = stream_by_key_for_update(key=key)
     if stream is None:
         return

@@ -1,17 +1,25 @@
 """The agent API's fast paths give what the slow ones gave: a compiled query (rig.queries) what
-the ORM would, a payload rendered field by field (rig.schema) what DRF's serializer would."""
+the ORM would, a payload rendered field by field (rig.schema) what DRF's serializer would, a
+kept database connection checked without a query (rig.postgres) what Django's check finds."""
 
 import json
+import select
+import time
 import uuid
 from typing import Any
+from unittest.mock import patch
 
 import pytest
+from django.db import close_old_connections, connection, connections
+from django.db.backends.postgresql import base as postgresql
 from rest_framework import serializers
+from rest_framework.test import APIClient
 
 from agents.payloads import AgentDestinationPayload, LiveStreamPayload
 from rig.queries import CompiledQuery, columns, instance
 from rig.schema import _renderer
 from streams.models import Destination, Stream
+from tests.conftest import assert_ok
 from tests.factories import DestinationFactory
 
 PROFILE = {"height": 480, "fps": 30, "videoBitrateKbps": 1500, "audioBitrateKbps": 128}
@@ -46,6 +54,18 @@ def test_a_nested_payload_renders_as_drf_renders_it() -> None:
     slow = LiveStreamPayload(live, many=True).data
     assert json.dumps(fast) == json.dumps(slow)  # same keys, order, types and values
     assert "extra" not in fast[0] and fast[0]["destinations"][1]["transcode"] == PROFILE
+
+
+def test_a_value_of_another_type_is_converted_as_drf_converts_it() -> None:
+    item = _config_item(id="8", isActive=1, restartSeq=True, streamKey=5)
+    fast = _renderer(AgentDestinationPayload)(item)
+    assert json.dumps(fast) == json.dumps(AgentDestinationPayload(item).data)
+    assert (fast["id"], fast["isActive"], fast["restartSeq"], fast["streamKey"]) == (
+        8,
+        True,
+        1,
+        "5",
+    )
 
 
 def test_a_missing_field_fails_unless_it_may_be_null() -> None:
@@ -100,3 +120,36 @@ def test_a_uuid_placeholder_is_found_as_a_database_without_uuids_gets_it() -> No
     assert slot.value({"stream_id": uuid.UUID(int=99)}) == uuid.UUID(int=99).hex
     assert _slot({"stream_id": marker}, marker).value({"stream_id": marker}) == marker
     assert _slot({"flag": 1}, True) is True  # a bool is not the int placeholder 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_database_closed_is_replaced_before_a_request_uses_it(
+    node_client: APIClient,
+) -> None:
+    """A gunicorn worker keeps its connection between requests; Postgres restarted or an
+    operator terminated it meanwhile: the next request is answered, on a new connection."""
+    assert_ok(node_client.get("/agents/streams"), "Live streams for node")
+    kept = connection.connection
+    pid = kept.info.backend_pid
+    operator = connections.create_connection("default")
+    try:
+        with operator.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        operator.close()
+    deadline = time.monotonic() + 5
+    while not select.select([kept.fileno()], [], [], 0.05)[0] and time.monotonic() < deadline:
+        pass  # the server's goodbye is on its way
+    close_old_connections()  # what every request starts with (Django's request_started)
+    assert_ok(node_client.get("/agents/streams"), "Live streams for node")
+    assert connection.connection.info.backend_pid != pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_open_connection_is_kept_without_asking_the_database(node_client: APIClient) -> None:
+    assert_ok(node_client.get("/agents/streams"), "Live streams for node")
+    kept = connection.connection
+    close_old_connections()
+    with patch.object(postgresql.DatabaseWrapper, "is_usable", side_effect=AssertionError):
+        assert_ok(node_client.get("/agents/streams"), "Live streams for node")
+    assert connection.connection is kept

@@ -98,7 +98,7 @@ def test_env_readers(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_database_urls() -> None:
     pg = database_from_url("postgres://u:p%40ss@db.example:6543/rig?sslmode=require")
     assert (pg["ENGINE"], pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"], pg["NAME"]) == (
-        "django.db.backends.postgresql",
+        "rig.postgres",
         "u",
         "p@ss",
         "db.example",
