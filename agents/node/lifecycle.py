@@ -240,13 +240,16 @@ class RelayRunner:
         destination, a new session) or for an unreachable destination to answer again; it no
         longer knocks on a platform that keeps refusing the stream, nor on an address it may
         not reach."""
+        refused = failure.endswith(_REFUSED)
+        # Asked before the failure is told: a destination that answers after that was down.
+        address = self._probe_address() if not refused else None
+        was_down = address is not None and not answers(address)
         with self._cond:
             if not self._want or self._kick:
                 return  # ordered away while it was failing: the order wins, no backoff
             if not self._went_live:
                 self._failures += 1
             self._last_error = failure
-            refused = failure.endswith(_REFUSED)
             if self.spec.gives_up and self._failures >= self._cfg.failed_after:
                 self._set_state(RelayState.FAILED)
                 self._event(
@@ -260,17 +263,23 @@ class RelayRunner:
                 self._set_state(RelayState.RECONNECTING)
                 self._event(f"{failure}; restarting in {delay:.1f}s")
         self._notify()
-        self._wait_to_retry(delay, probe=not refused)
+        self._wait_to_retry(delay, address=address, was_down=was_down)
 
-    def _wait_to_retry(self, delay: float | None, *, probe: bool) -> None:
-        """Wait out the backoff (None: until ordered), but retry as soon as a destination that
-        was unreachable accepts connections again (a TCP connect a second), so a platform that
-        comes back is live again within seconds, not after the longest backoff. Never knocks
-        on an address the relay may not reach (a name that now resolves inward)."""
-        address = probe_address(self.spec.remote_url) if probe else None
+    def _probe_address(self) -> tuple[str, int] | None:
+        """Where to knock to learn the destination is back; never an address the relay may not
+        reach (a name that now resolves inward)."""
+        address = probe_address(self.spec.remote_url)
         if address is not None and not self._cfg.private_ok and private_now(*address):
-            address = None
-        was_down = address is not None and not answers(address)
+            return None
+        return address
+
+    def _wait_to_retry(
+        self, delay: float | None, *, address: tuple[str, int] | None, was_down: bool
+    ) -> None:
+        """Wait out the backoff (None: until ordered), but retry as soon as a destination that
+        was unreachable (``was_down``) accepts connections at ``address`` again (a TCP connect a
+        second), so a platform that comes back is live again within seconds, not after the
+        longest backoff."""
         if delay is None and not was_down:
             address = None  # given up on a platform that answers: only an order retries
         deadline = None if delay is None else time.monotonic() + delay
