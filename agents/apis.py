@@ -16,7 +16,7 @@ from agents import selectors, services
 from agents.authentication import NodeTokenAuthentication
 from agents.models import IngestNode
 from agents.node import ingest
-from agents.node.protocol import LOG_LINES_KEPT, REPORTED_STATES, SELF_NUDGED_HEADER
+from agents.node.protocol import LOG_LINES_KEPT, REPORTED_STATES
 from agents.payloads import (
     HOOK_ERRORS,
     AgentDestinationPayload,
@@ -177,20 +177,7 @@ class PublishHookApi(APIView):
     permission_classes = [AllowAny]
     parser_classes = [FormParser, SafeJSONParser]
 
-    @payload(
-        HookResultPayload,
-        request=HookForm,
-        errors=HOOK_ERRORS,
-        parameters=[
-            OpenApiParameter(
-                SELF_NUDGED_HEADER,
-                str,
-                OpenApiParameter.HEADER,
-                description="Sent by the node's agent asking for nginx: it reconciles once the "
-                "publish is admitted, so the control plane does not nudge it.",
-            )
-        ],
-    )
+    @payload(HookResultPayload, request=HookForm, errors=HOOK_ERRORS)
     @observe_hook
     def post(self, request: Request, token: str, event: str) -> Response:
         started = time.perf_counter()
@@ -203,13 +190,8 @@ class PublishHookApi(APIView):
             raise invalid_input("clientid", "Must be nginx's numeric client id.")
         # The node is read by its token in the hook's own transaction (and locked for a publish).
         if event == "publish":
-            sessions.publish_start(
-                token=token,
-                key=key,
-                client_id=client_id,
-                pull_token=_first(request, "pull"),  # a pulled source's publish carries it
-                nudge=SELF_NUDGED_HEADER not in request.headers,
-            )
+            pull_token = _first(request, "pull")  # a pulled source's publish carries it
+            sessions.publish_start(token=token, key=key, client_id=client_id, pull_token=pull_token)
         else:
             sessions.publish_end(token=token, key=key, client_id=client_id)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)

@@ -7,9 +7,8 @@ destinations; then for each gunicorn layout a production-like server (DEBUG=0, a
   the stack costs without a query, then `/agents/config/<key>` (the four destinations) and
   `/agents/streams` (the node's whole desired state); rps, p50/p99 latency and the ratio;
 - the `on_publish` hook, HOOK_PUBLISHES publishes (each followed by its publish_done) one at a
-  time, HOOK_GAP_S apart as publishes come, each asked as the node's agent asks for nginx:
-  p50/p99 of the time the view reports (`ms`) and of the whole HTTP request as its client sees
-  it (a new connection each, as the agent and nginx-rtmp make).
+  time, HOOK_GAP_S apart as publishes come: p50/p99 of the time the view reports (`ms`) and of
+  the whole HTTP request as its client sees it (a new connection each, as nginx-rtmp makes).
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNECTIONS (16).
@@ -27,7 +26,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
-from agents.node.protocol import SELF_NUDGED_HEADER
 from bench.goals import Row, record
 from tests.media.harness import free_port
 
@@ -174,11 +172,10 @@ def publish_hooks(base: str, token: str, key: str) -> dict[str, float]:
     for n in range(HOOK_PUBLISHES):
         for event in ("publish", "publish_done"):
             form = f"app=live&name={key}&clientid={n}&call={event}".encode()
-            request = urllib.request.Request(f"{base}/agents/hooks/{token}/{event}", form)
-            if event == "publish":  # the node's agent asks for nginx (agents.node.client)
-                request.add_header(SELF_NUDGED_HEADER, "1")
             started = time.perf_counter()
-            with urllib.request.urlopen(request, timeout=5) as r:
+            with urllib.request.urlopen(
+                f"{base}/agents/hooks/{token}/{event}", form, timeout=5
+            ) as r:
                 body = json.load(r)
             if event == "publish":
                 http.append((time.perf_counter() - started) * 1000)

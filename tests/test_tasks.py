@@ -11,7 +11,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from agents.models import IngestNode
-from agents.node.protocol import SELF_NUDGED_HEADER, agent_secret
+from agents.node.protocol import agent_secret
 from agents.tasks import node_nudge
 from streams.models import Stream
 from tests.conftest import assert_ok
@@ -88,27 +88,6 @@ def test_publish_enqueues_nudge_only_on_commit(
     for callback in callbacks:
         callback()
     assert sent == [node.pk]
-
-
-def test_a_publish_its_agent_asked_for_sends_no_nudge(
-    node_and_token, alice_stream: Stream, django_capture_on_commit_callbacks, monkeypatch
-) -> None:
-    """The agent that proxies nginx's hook reconciles once the publish is admitted: a nudge
-    would only cost the hook its send."""
-    sent: list[int] = []
-    monkeypatch.setattr(node_nudge, "delay", lambda node_id: sent.append(node_id))
-    _, token = node_and_token
-    with django_capture_on_commit_callbacks(execute=True):
-        response = APIClient().generic(
-            "POST",
-            f"/agents/hooks/{token}/publish",
-            f"app=live&clientid=7&call=publish&name={alice_stream.stream_key}",
-            content_type="application/x-www-form-urlencoded",
-            headers={SELF_NUDGED_HEADER: "1"},
-        )
-    assert_ok(response, "OK")
-    assert sent == []
-    assert Stream.objects.get(pk=alice_stream.pk).is_streaming
 
 
 @pytest.mark.parametrize(

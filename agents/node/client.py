@@ -6,8 +6,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from agents.node.protocol import SELF_NUDGED_HEADER
-
 
 class ControlPlaneError(Exception):
     """The control plane could not be asked (network error, 5xx, or a malformed answer)."""
@@ -67,10 +65,7 @@ class ControlPlane:
             f"{self.base_url}/agents/hooks/{self._token}/publish",
             data=form,
             method="POST",
-            headers={
-                "Content-Type": "application/x-www-form-urlencoded",
-                SELF_NUDGED_HEADER: "1",  # the agent reconciles at once (Agent.admit_publish)
-            },
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         try:
             with _NO_REDIRECTS.open(request, timeout=timeout) as response:

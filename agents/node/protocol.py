@@ -20,7 +20,6 @@ __all__ = [
     "REPORTED_STATES",
     "REPORT_BUDGET_BYTES",
     "REPORT_MAX_BYTES",
-    "SELF_NUDGED_HEADER",
     "DisplayState",
     "RelayState",
     "agent_secret",
@@ -79,9 +78,6 @@ REPORT_MAX_BYTES = 1024 * 1024
 REPORT_BUDGET_BYTES = 256 * 1024
 LAST_ERROR_CHARS = 300  # a relay's last error as reported (the log keeps the whole lines)
 LOG_LINES_KEPT = 100  # lines of a relay's log the control plane keeps
-# Sent by an agent with the publish hook it asks for nginx: it reconciles as soon as the
-# publish is admitted, so the control plane sends it no nudge (nginx itself sends no headers).
-SELF_NUDGED_HEADER = "X-Rig-Self-Nudged"
 
 
 def _size(value: Any) -> int:
