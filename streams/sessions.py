@@ -108,16 +108,22 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
         )
 
 
+def _hook_node(token: str, *, for_update: bool = False) -> IngestNode:
+    """The node a publish hook came from, by the token in its URL (401 for any other)."""
+    from agents.selectors import node_by_token  # agents read streams: avoid the import cycle
+
+    node = node_by_token(token=token, for_update=for_update)
+    if node is None:
+        raise invalid_credentials()
+    return node
+
+
 @transaction.atomic
 def publish_start(*, token: str, key: str, client_id: str, pull_token: str = "") -> Stream:
     """A publisher at the node with this token: its new session, or a refusal (ApiError)."""
-    from agents.selectors import node_by_token  # agents read streams: avoid the import cycle
-
     # The node's row serializes its publishes, so two at once cannot both take the last slot.
     # Lock order everywhere: node, then stream (whose row guards its sessions).
-    node = node_by_token(token=token, for_update=True)
-    if node is None:
-        raise invalid_credentials()
+    node = _hook_node(token, for_update=True)
     stream = stream_by_key_for_update(key=key, node=node)
     if stream is None:
         raise not_found("Stream")
@@ -228,11 +234,7 @@ def _session_resume(stream: Stream, session: Session) -> None:
 @transaction.atomic
 def publish_end(*, token: str, key: str, client_id: str) -> None:
     """Idempotent: only the session that ends is closed, whatever order hooks arrive in."""
-    from agents.selectors import node_by_token  # agents read streams: avoid the import cycle
-
-    node = node_by_token(token=token)
-    if node is None:
-        raise invalid_credentials()
+    node = _hook_node(token)
     stream = stream_by_key_for_update(key=key)
     if stream is None:
         return
