@@ -69,6 +69,12 @@ def node_report(
     IngestNode.objects.filter(pk=node.pk).update(**heartbeat)
     if node.lost_at is not None:
         logger.info("node %s reports again after being lost", node.name)
+    # Lock order (streams.sessions): the node (the heartbeat above), then the streams live
+    # here, before their sessions, relays and pulls are written. A user's change to one of
+    # them (the stream locked, then its pull, then its session ended) waits for this report,
+    # or this report for it; never each for the other.
+    live_here = Stream.objects.filter(session__node=node, session__ended_at__isnull=True)
+    list(live_here.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
     if publishers is not None:
         stream_sessions.publishers_seen(node=node, keys=publishers)
         # The node runs no relay for a live session whose publisher it no longer lists (missed

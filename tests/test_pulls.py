@@ -2,13 +2,17 @@
 takes only the pull, the node's reports, and the source's view (the media tests pull real
 cameras and servers)."""
 
+import threading
+import time
+
 import pytest
+from django.db import connection, transaction
 from rest_framework.test import APIClient
 
 from agents.models import IngestNode
 from agents.services import node_report
 from streams.models import Pull, Stream
-from streams.pulls import pull_token, pulls_assign, pulls_unassign
+from streams.pulls import pull_set, pull_token, pulls_assign, pulls_unassign
 from tests.conftest import assert_error, assert_ok
 from tests.factories import node_create
 from tests.test_agents_api import form_hook
@@ -238,3 +242,72 @@ def test_another_tenants_source_is_404_like_a_missing_one(
     assert all(a[:2] == a[2:] for a in answers)
     assert_error(set_pull(bob_client, alice_stream, "rtsp://evil.example.com/x"), 404, 1000)
     assert list(Pull.objects.values_list()) == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_back_to_push_while_the_node_reports_ends_the_session_without_a_deadlock(
+    alice_client: APIClient, alice_stream: Stream
+) -> None:
+    """The dashboard's "Back to OBS push" holds the stream and its pull, then ends the session;
+    the node's status report, arriving meanwhile, waits for the stream before it writes the
+    session or the pull. Both finish: no deadlock, no 500."""
+    node, token = healthy("puller")
+    assert_ok(set_pull(alice_client, alice_stream, CAMERA), "Stream updated")
+    Pull.objects.update(node=node)
+    key = alice_stream.stream_key
+    assert_ok(form_hook(token, "publish", key, args=f"pull={pull_token(key)}"), "OK")
+    errors: list[BaseException] = []
+    held, proceed = threading.Event(), threading.Event()
+    reporter_pid: list[int] = []
+
+    def user() -> None:
+        try:
+            with transaction.atomic():
+                stream = Stream.objects.select_for_update().get(pk=alice_stream.pk)
+                Pull.objects.select_for_update().get(stream=stream)  # pull_set deletes it first
+                held.set()
+                proceed.wait(10)
+                pull_set(stream=stream, url=None)
+        except BaseException as error:  # the test asserts there was none
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def reporter() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                reporter_pid.append(cursor.fetchone()[0])
+            node_report(
+                node=IngestNode.objects.get(pk=node.pk),
+                streams=[{"streamKey": key, "relays": []}],
+                publishers=[key],
+                pulls=[{"streamKey": key, "state": "live"}],
+            )
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=user), threading.Thread(target=reporter)]
+    threads[0].start()
+    assert held.wait(10)
+    threads[1].start()
+    # Let the report go as far as it can while the user's change holds the stream and pull.
+    deadline = time.monotonic() + 10
+    while threads[1].is_alive() and time.monotonic() < deadline:
+        if reporter_pid:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", reporter_pid
+                )
+                if cursor.fetchone()[0] == "Lock":
+                    break
+        time.sleep(0.02)
+    proceed.set()
+    for thread in threads:
+        thread.join(20)
+    assert errors == []
+    detail = assert_ok(alice_client.get(f"/streams/{alice_stream.id}"), "Stream detail")
+    assert detail["isStreaming"] is False and detail["pullUrl"] is None
+    assert detail["provisionStatus"]["reason"] == "source changed"
