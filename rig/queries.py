@@ -3,7 +3,7 @@
 Django compiles a queryset to SQL every time it is evaluated, and for the agent API's small,
 hot reads (a node's token, a stream's destinations, a node's live streams) that compilation
 costs more CPU than Postgres spends answering: 0.62 ms of the API process per ``.first()``
-against 0.19 ms for the same SQL run from a cursor (bench/agent_config.py has the whole
+against 0.19 ms for the same SQL run from a cursor (`make bench-api` measures the whole
 requests). The query is still written once, with the ORM, where its meaning lives
 (``streams.selectors.live_streams`` and the like); only its compiled text is kept, with the
 field converters the ORM would apply to its rows (JSON, for one).

@@ -54,3 +54,41 @@ def test_a_failed_send_is_logged_and_the_next_one_goes(
     assert enqueue.drain(10)
     assert sent == [2]
     assert "could not enqueue agents.tasks.node_nudge(1,)" in caplog.text
+
+
+def test_a_hint_made_in_a_request_leaves_once_the_response_is_written(
+    monkeypatch: Any, settings: Any
+) -> None:
+    from django.core.signals import request_finished, request_started
+
+    settings.RIG_ENQUEUE_INLINE = False
+    sent: list[int] = []
+    monkeypatch.setattr(node_nudge, "delay", sent.append)
+    request_started.send(sender=None)
+    enqueue.enqueue(node_nudge, 4)  # a publish committed in the view
+    assert enqueue.drain(10)
+    assert sent == []  # the answer is still being written
+    request_finished.send(sender=None)
+    assert enqueue.drain(10)
+    assert sent == [4]
+
+
+def test_a_hint_asked_again_while_the_sender_is_busy_goes_once(
+    monkeypatch: Any, settings: Any
+) -> None:
+    settings.RIG_ENQUEUE_INLINE = False
+    sending, busy, sent = threading.Event(), threading.Event(), []
+
+    def slow(node_id: int) -> None:
+        sending.set()
+        busy.wait(30)
+        sent.append(node_id)
+
+    monkeypatch.setattr(node_nudge, "delay", slow)
+    enqueue.enqueue(node_nudge, 1)
+    assert sending.wait(10)
+    for node_id in (2, 3, 2, 2):  # a burst of publishes on nodes 2 and 3 meanwhile
+        enqueue.enqueue(node_nudge, node_id)
+    busy.set()
+    assert enqueue.drain(10)
+    assert sent == [1, 2, 3]
