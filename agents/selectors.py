@@ -36,7 +36,8 @@ _DESTINATIONS = [f"destinations__{name}" for name in _DESTINATION]
 def _node_by_token_hash(*, lock: bool) -> CompiledQuery:
     def build(digest: str) -> QuerySet:
         nodes = IngestNode.objects.select_for_update() if lock else IngestNode.objects
-        return nodes.filter(token_hash=digest).values_list(*_NODE)[:1]
+        # A token's hash is unique: no ordering (the model's, by name, would sort for nothing).
+        return nodes.filter(token_hash=digest).values_list(*_NODE).order_by()[:1]
 
     return CompiledQuery(build, digest="\x1fplaceholder-token-hash")
 

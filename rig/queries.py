@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import ForeignKey, Model, QuerySet
 
 M = TypeVar("M", bound=Model)
 
@@ -95,3 +95,40 @@ def columns(model: type[Model]) -> list[str]:
 def instance(model: type[M], names: Sequence[str], values: Sequence[Any]) -> M:
     """A model instance from a row of ``columns(model)`` values, as the ORM would load it."""
     return model.from_db("default", list(names), list(values))
+
+
+def _column(field: Any) -> str:
+    column: str | None = field.column
+    assert column is not None  # concrete fields only
+    return column
+
+
+def insert_pointed_to(row: Model, *, by: Model, field: str, using: str = "default") -> None:
+    """INSERT the new ``row`` and point ``by``'s foreign key ``field`` at it, in one statement
+    on PostgreSQL (a data-modifying CTE: one round trip, none of ``save``'s bookkeeping), in two
+    elsewhere. ``row``'s primary key is made in Python (a UUID default); ``by`` is saved only
+    in that one column, as ``save(update_fields=[field])`` would."""
+    connection = connections[using]
+    fields = row._meta.concrete_fields
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+    pointer, key_field = by._meta.get_field(field), by._meta.pk
+    assert isinstance(pointer, ForeignKey) and key_field is not None
+    if connection.vendor != "postgresql":
+        row.save(force_insert=True, using=using)
+        setattr(by, field, row)
+        by.save(update_fields=[field], using=using)
+        return
+    name = connection.ops.quote_name
+    table, target = name(row._meta.db_table), name(by._meta.db_table)
+    columns, slots = ", ".join(name(_column(f)) for f in fields), ", ".join(["%s"] * len(fields))
+    link, key = name(_column(pointer)), name(_column(key_field))
+    # Only the models' own table and column names go into the text; values are parameters.
+    sql = (
+        f"WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({slots}))"  # noqa: S608
+        f" UPDATE {target} SET {link} = %s WHERE {key} = %s"
+    )
+    pk = row._meta.pk.get_db_prep_save(row.pk, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*values, pk, key_field.get_db_prep_save(by.pk, connection)])
+    row._state.adding, row._state.db = False, using
+    setattr(by, field, row)

@@ -23,6 +23,7 @@ from agents.models import IngestNode
 from agents.node.protocol import RelayState
 from rig.api import ApiError, ErrorCode, invalid_credentials, not_found
 from rig.enqueue import enqueue_after_commit
+from rig.queries import insert_pointed_to
 from streams.models import Session, Stream
 from streams.selectors import iso_or_none, owner_listens, stream_by_key_for_update
 from webhooks.services import event_emit
@@ -152,7 +153,7 @@ def publish_start(*, token: str, key: str, client_id: str, pull_token: str = "")
 def session_open(*, stream: Stream, node: IngestNode, client_id: str) -> Session:
     """The stream's new live session on ``node``, as its latest (the stream row is locked)."""
     now = timezone.now()
-    stream.session = Session.objects.create(
+    session = Session(
         stream=stream,
         node=node,
         node_name=node.name,
@@ -163,8 +164,8 @@ def session_open(*, stream: Stream, node: IngestNode, client_id: str) -> Session
         started_at=now,
         publisher_seen_at=now,
     )
-    stream.save(update_fields=["session"])
-    return stream.session
+    insert_pointed_to(session, by=stream, field="session")  # one statement: the hook's path
+    return session
 
 
 def _sessions_prune(stream: Stream) -> None:

@@ -138,19 +138,22 @@ def test_publish_accepts_and_marks_live(node_and_token, alice_stream: Stream) ->
     assert status["ingestUrl"] == node.rtmp_url
 
 
-def test_publish_hook_does_its_work_in_four_queries(node_and_token, alice_stream: Stream) -> None:
+def test_publish_hook_does_its_work_in_three_queries(node_and_token, alice_stream: Stream) -> None:
     _, token = node_and_token
     DestinationFactory.create_batch(3, stream=alice_stream)
     for n in range(3):  # history to prune: that happens when a session ends, not here
         form_hook(token, "publish", alice_stream.stream_key, clientid=str(n))
         form_hook(token, "publish_done", alice_stream.stream_key, clientid=str(n))
     # the node locked by its token; the stream locked with its session, its pull, the relays
-    # the node runs and whether its owner has webhooks; the new session; the stream's link to it
+    # the node runs and whether its owner has webhooks; the new session with the stream's link
+    # to it (one statement)
     with CaptureQueriesContext(connection) as done:
         assert_ok(form_hook(token, "publish", alice_stream.stream_key, clientid="9"), "OK")
     # (the test's own transaction turns publish's into a savepoint: not a query of the hook)
-    assert len([q for q in done.captured_queries if "SAVEPOINT" not in q["sql"]]) == 4
+    assert len([q for q in done.captured_queries if "SAVEPOINT" not in q["sql"]]) == 3
     assert session_of(alice_stream).client_id == "9"
+    detail = alice_stream.sessions.get(client_id="9")
+    assert detail.node_name == "node1" and detail.ended_at is None and detail.publisher_missed == 0
 
 
 def test_publish_refusals(node_and_token, alice: User) -> None:
