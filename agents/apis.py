@@ -61,6 +61,8 @@ class AgentConfigApi(_NodeEndpoint):
 
 
 class AgentStreamsApi(_NodeEndpoint):
+    find_node = staticmethod(selectors.node_with_live_streams)  # one query: node and answer
+
     @payload(LiveStreamPayload, many=True)
     def get(self, request: Request) -> Response:
         return ok("Live streams for node", selectors.node_live_streams(node=_node(request)))

@@ -2,6 +2,7 @@
 
 import hashlib
 import secrets
+from typing import Any
 
 from django.db import models
 
@@ -40,6 +41,9 @@ class IngestNode(models.Model):
     # the next heartbeat.
     lost_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    # Set only where read with the node (agents.selectors.node_with_live_streams).
+    live_rows: list[list[Any]]
 
     class Meta:
         ordering = ["name"]

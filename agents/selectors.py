@@ -52,25 +52,56 @@ _stream_destinations = CompiledQuery(
     ),
     key="\x1fplaceholder-stream-key",
 )
-_node_live_streams = CompiledQuery(
-    lambda node_id: (
+# A node's live streams, found by the node's token: the agent's poll authenticates and reads
+# its whole desired state in one query. Each row starts with the node's id.
+_live_streams_by_token = CompiledQuery(
+    lambda digest: (
         live_streams()
-        .filter(session__node_id=node_id, is_active=True)
-        .values_list("id", "stream_key", "record", "owner_id", "session__client_id", *_DESTINATIONS)
+        .filter(session__node__token_hash=digest, is_active=True)
+        .values_list(
+            "session__node_id",
+            "id",
+            "stream_key",
+            "record",
+            "owner_id",
+            "session__client_id",
+            *_DESTINATIONS,
+        )
         .order_by("id", "destinations__id")
     ),
-    node_id=-(2**62) + 7,
+    digest="\x1fplaceholder-token-hash",
 )
+
+
+def _token_digest(token: str) -> str | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        return None
+    return token_hash(token)
 
 
 def node_by_token(*, token: str, for_update: bool = False) -> IngestNode | None:
     """The node whose token this is, or None. ``for_update`` locks its row (in a transaction):
     the row serializes the node's publishes (streams.sessions.publish_start)."""
-    if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+    digest = _token_digest(token)
+    if digest is None:
         return None
     query = _node_by_token_locked if for_update else _node_by_token
-    rows = query.rows(digest=token_hash(token))
+    rows = query.rows(digest=digest)
     return instance(IngestNode, _NODE, rows[0]) if rows else None
+
+
+def node_with_live_streams(*, token: str) -> IngestNode | None:
+    """The node whose token this is, carrying the rows of its live streams (``live_rows``, for
+    node_live_streams): one query for a node with live streams (the node's other columns are
+    then read only if asked for), two for one without."""
+    digest = _token_digest(token)
+    if digest is None:
+        return None
+    rows = _live_streams_by_token.rows(digest=digest)
+    node = instance(IngestNode, ["id"], rows[0][:1]) if rows else node_by_token(token=token)
+    if node is not None:
+        node.live_rows = [row[1:] for row in rows]
+    return node
 
 
 def _config_item(columns: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +130,11 @@ def agent_config_for_key(*, key: str) -> list[dict[str, Any]]:
 
 def node_live_streams(*, node: IngestNode) -> list[dict[str, Any]]:
     """What should be live on this node right now, with each stream's destinations (the Stream
-    Config items) and whether to record it: the agent's whole desired state in one answer and
-    one query (two while a stream records), however many streams the node serves."""
+    Config items) and whether to record it: the agent's whole desired state in one answer,
+    from the rows the node was authenticated with (node_with_live_streams) and one more query
+    while a stream records, however many streams the node serves."""
     by_stream: dict[Any, list[list[Any]]] = {}
-    for row in _node_live_streams.rows(node_id=node.pk):
+    for row in node.live_rows:
         by_stream.setdefault(row[0], []).append(row)
     over = owners_over_quota({rows[0][3] for rows in by_stream.values() if rows[0][2]})
     return [

@@ -368,9 +368,20 @@ def test_live_streams_queries_do_not_grow_with_streams(
         DestinationFactory.create(stream=stream, stream_key=f"k{n}")
         form_hook(token, "publish", stream.stream_key, clientid=str(n))
     client = client_for(token=token)
-    with django_assert_num_queries(2):  # the node, its live streams with their destinations
+    with django_assert_num_queries(1):  # the node with its live streams and their destinations
         live = assert_ok(client.get("/agents/streams"), "Live streams for node")
     assert sorted(s["destinations"][0]["streamKey"] for s in live) == [f"k{n}" for n in range(5)]
+    # A node with nothing live is told so (its token looked up on its own: a second query).
+    _, idle_token = node_create("idle")
+    with django_assert_num_queries(2):
+        assert (
+            assert_ok(client_for(token=idle_token).get("/agents/streams"), "Live streams for node")
+            == []
+        )
+    # A wrong token: the same 401 as every node endpoint's.
+    refused = client_for(token=idle_token + "x").get("/agents/streams")
+    elsewhere = client_for(token=idle_token + "x").get("/agents/pulls")
+    assert assert_error(refused, 401, 1003) == elsewhere.json()
 
 
 def relay_report(destination_id: int, state: str = "live", **extra: object) -> dict:
