@@ -35,7 +35,10 @@ _DESTINATIONS = [f"destinations__{name}" for name in _DESTINATION]
 
 def _node_by_token_hash(*, lock: bool) -> CompiledQuery:
     def build(digest: str) -> QuerySet:
-        nodes = IngestNode.objects.select_for_update() if lock else IngestNode.objects
+        # FOR NO KEY UPDATE: it serializes the node's publishes (and its heartbeat's UPDATE) but
+        # not the check a foreign key to the node makes at commit, which a transaction holding
+        # a stream makes when it gives the stream's pull to the node (against the lock order).
+        nodes = IngestNode.objects.select_for_update(no_key=True) if lock else IngestNode.objects
         # A token's hash is unique: no ordering (the model's, by name, would sort for nothing).
         return nodes.filter(token_hash=digest).values_list(*_NODE).order_by()[:1]
 

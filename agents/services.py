@@ -245,7 +245,8 @@ def nodes_mark_lost() -> list[str]:
     lost = []
     for pk in stale.values_list("pk", flat=True):
         with transaction.atomic():
-            node = stale.select_for_update(skip_locked=True).filter(pk=pk).first()
+            # NO KEY: see agents.selectors._node_by_token_hash.
+            node = stale.select_for_update(skip_locked=True, no_key=True).filter(pk=pk).first()
             if node is None:  # reported meanwhile, or another worker has it
                 continue
             node.lost_at = now

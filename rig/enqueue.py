@@ -37,6 +37,14 @@ def _send(task: Any, args: tuple[Any, ...]) -> None:
         logger.warning("could not enqueue %s%s", task.name, args, exc_info=True)
 
 
+def _once(batch: list[tuple[Any, tuple[Any, ...]]]) -> list[tuple[Any, tuple[Any, ...]]]:
+    """Each hint once, in the order first asked (all of them if one cannot be compared)."""
+    try:
+        return list(dict.fromkeys(batch))
+    except TypeError:
+        return batch
+
+
 def _sender_loop() -> None:
     while True:
         batch = [_sends.get()]
@@ -45,10 +53,12 @@ def _sender_loop() -> None:
                 batch.append(_sends.get_nowait())
             except queue.Empty:
                 break
-        for task, args in dict.fromkeys(batch):  # each hint once, in the order first asked
-            _send(task, args)
-        for _ in batch:
-            _sends.task_done()
+        try:
+            for task, args in _once(batch):
+                _send(task, args)
+        finally:
+            for _ in batch:
+                _sends.task_done()
 
 
 def _ensure_sender() -> None:
@@ -72,6 +82,8 @@ _request = threading.local()
 
 
 def _request_begins(**_: Any) -> None:
+    # Hints of a request whose end was never signalled (its response never closed) still go.
+    _request_ends()
     _request.hints = []
 
 

@@ -65,12 +65,21 @@ def test_a_hint_made_in_a_request_leaves_once_the_response_is_written(
     sent: list[int] = []
     monkeypatch.setattr(node_nudge, "delay", sent.append)
     request_started.send(sender=None)
-    enqueue.enqueue(node_nudge, 4)  # a publish committed in the view
-    assert enqueue.drain(10)
-    assert sent == []  # the answer is still being written
-    request_finished.send(sender=None)
+    try:
+        enqueue.enqueue(node_nudge, 4)  # a publish committed in the view
+        assert enqueue.drain(10)
+        assert sent == []  # the answer is still being written
+    finally:
+        request_finished.send(sender=None)
     assert enqueue.drain(10)
     assert sent == [4]
+    # A request whose end was never signalled: its hint goes when the thread's next one begins.
+    request_started.send(sender=None)
+    enqueue.enqueue(node_nudge, 5)
+    request_started.send(sender=None)
+    request_finished.send(sender=None)
+    assert enqueue.drain(10)
+    assert sent == [4, 5]
 
 
 def test_a_hint_asked_again_while_the_sender_is_busy_goes_once(

@@ -2,8 +2,10 @@
 takes only the pull, the node's reports, and the source's view (the media tests pull real
 cameras and servers)."""
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from django.db import connection, transaction
@@ -11,8 +13,10 @@ from rest_framework.test import APIClient
 
 from agents.models import IngestNode
 from agents.services import node_report
+from rig.api import ApiError
 from streams.models import Pull, Stream
 from streams.pulls import pull_set, pull_token, pulls_assign, pulls_unassign
+from streams.sessions import publish_start
 from tests.conftest import assert_error, assert_ok
 from tests.factories import node_create
 from tests.test_agents_api import form_hook
@@ -244,6 +248,51 @@ def test_another_tenants_source_is_404_like_a_missing_one(
     assert list(Pull.objects.values_list()) == before
 
 
+def _race(holder: Callable[[Callable[[], None]], None], other: Callable[[], None]) -> list:
+    """Run ``holder`` in a thread: it calls ``pause()`` once it holds its locks, and goes on once
+    ``other``, run in a second thread meanwhile, has gone as far as it can (waiting on a lock,
+    or done). The exceptions either raised (a deadlock is one)."""
+    errors: list[BaseException] = []
+    held, proceed = threading.Event(), threading.Event()
+    pids: list[int] = []
+
+    def pause() -> None:
+        held.set()
+        proceed.wait(10)
+
+    def run(work: Callable[[], None]) -> None:
+        try:
+            work()
+        except BaseException as error:  # the tests assert there was none
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def second() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pids.append(cursor.fetchone()[0])
+        other()
+
+    first = threading.Thread(target=run, args=(lambda: holder(pause),))
+    first.start()
+    assert held.wait(10)
+    then = threading.Thread(target=run, args=(second,))
+    then.start()
+    deadline = time.monotonic() + 10
+    while then.is_alive() and time.monotonic() < deadline:
+        if pids:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", pids)
+                if cursor.fetchone()[0] == "Lock":
+                    break
+        time.sleep(0.02)
+    proceed.set()
+    first.join(20)
+    then.join(20)
+    return errors
+
+
 @pytest.mark.django_db(transaction=True)
 def test_back_to_push_while_the_node_reports_ends_the_session_without_a_deadlock(
     alice_client: APIClient, alice_stream: Stream
@@ -256,58 +305,46 @@ def test_back_to_push_while_the_node_reports_ends_the_session_without_a_deadlock
     Pull.objects.update(node=node)
     key = alice_stream.stream_key
     assert_ok(form_hook(token, "publish", key, args=f"pull={pull_token(key)}"), "OK")
-    errors: list[BaseException] = []
-    held, proceed = threading.Event(), threading.Event()
-    reporter_pid: list[int] = []
 
-    def user() -> None:
-        try:
-            with transaction.atomic():
-                stream = Stream.objects.select_for_update().get(pk=alice_stream.pk)
-                Pull.objects.select_for_update().get(stream=stream)  # pull_set deletes it first
-                held.set()
-                proceed.wait(10)
-                pull_set(stream=stream, url=None)
-        except BaseException as error:  # the test asserts there was none
-            errors.append(error)
-        finally:
-            connection.close()
+    def user(pause: Callable[[], None]) -> None:
+        with transaction.atomic():
+            stream = Stream.objects.select_for_update().get(pk=alice_stream.pk)
+            Pull.objects.select_for_update().get(stream=stream)  # pull_set deletes it first
+            pause()
+            pull_set(stream=stream, url=None)
 
-    def reporter() -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                reporter_pid.append(cursor.fetchone()[0])
-            node_report(
-                node=IngestNode.objects.get(pk=node.pk),
-                streams=[{"streamKey": key, "relays": []}],
-                publishers=[key],
-                pulls=[{"streamKey": key, "state": "live"}],
-            )
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            connection.close()
+    def report() -> None:
+        node_report(
+            node=IngestNode.objects.get(pk=node.pk),
+            streams=[{"streamKey": key, "relays": []}],
+            publishers=[key],
+            pulls=[{"streamKey": key, "state": "live"}],
+        )
 
-    threads = [threading.Thread(target=user), threading.Thread(target=reporter)]
-    threads[0].start()
-    assert held.wait(10)
-    threads[1].start()
-    # Let the report go as far as it can while the user's change holds the stream and pull.
-    deadline = time.monotonic() + 10
-    while threads[1].is_alive() and time.monotonic() < deadline:
-        if reporter_pid:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", reporter_pid
-                )
-                if cursor.fetchone()[0] == "Lock":
-                    break
-        time.sleep(0.02)
-    proceed.set()
-    for thread in threads:
-        thread.join(20)
-    assert errors == []
+    assert _race(user, report) == []
     detail = assert_ok(alice_client.get(f"/streams/{alice_stream.id}"), "Stream detail")
     assert detail["isStreaming"] is False and detail["pullUrl"] is None
     assert detail["provisionStatus"]["reason"] == "source changed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pull_given_to_a_node_while_it_takes_a_publish_commits_without_a_deadlock(
+    alice_stream: Stream,
+) -> None:
+    """A pullUrl set while OBS publishes to the same stream: the user's change holds the stream
+    and gives the pull to the node (the pull's foreign key to the node is checked at commit);
+    the publish hook holds the node and waits for the stream. Both finish: no deadlock."""
+    node, token = healthy("puller")
+    key = alice_stream.stream_key
+
+    def user(pause: Callable[[], None]) -> None:
+        with transaction.atomic():
+            pull_set(stream=Stream.objects.select_for_update().get(pk=alice_stream.pk), url=CAMERA)
+            pause()
+
+    def publish() -> None:
+        with contextlib.suppress(ApiError):  # refused once the pull is there
+            publish_start(token=token, key=key, client_id="1")
+
+    assert _race(user, publish) == []
+    assert Pull.objects.get(stream=alice_stream).node_id == node.pk
