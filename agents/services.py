@@ -18,7 +18,7 @@ from rig.api import ApiError, ErrorCode
 from streams import pulls as stream_pulls
 from streams import recordings as stream_recordings
 from streams import sessions as stream_sessions
-from streams.models import Destination, Recording, Relay, Stream
+from streams.models import Destination, Pull, Recording, Relay, Session, Stream
 from streams.selectors import from_epoch, live_streams
 from webhooks.services import destination_event, events_emit
 
@@ -47,6 +47,27 @@ def _relay_events(rows: list[Relay], *, previous: dict[int, str], owner: dict[in
     events_emit(events=events)
 
 
+def _lock_streams(node: IngestNode, *, named: set[str], pulled: list[str]) -> None:
+    """Lock order (streams.sessions): the node (the report's heartbeat), then every stream the
+    report may write for, before any of their sessions, relays, pulls or recordings is written:
+    those live here, those whose session was here and the report names (resumed, recorded),
+    those pulled here. A user's change to one of them (the stream locked, then its pull, then
+    its session ended) waits for the report, or the report for it; never each for the other.
+    Each part of the union is found by an index (a plain OR of the three would scan)."""
+    touched = (
+        Session.objects.filter(node=node, ended_at__isnull=True).values("stream_id").order_by()
+    ).union(
+        Stream.objects.filter(session__node=node, stream_key__in={*named, *pulled})
+        .values("pk")
+        .order_by(),
+        Pull.objects.filter(node=node, stream__stream_key__in=pulled)
+        .values("stream_id")
+        .order_by(),
+    )
+    locking = Stream.objects.select_for_update(of=("self",)).filter(pk__in=touched)
+    list(locking.order_by("pk").values_list("pk", flat=True))
+
+
 @transaction.atomic
 def node_report(
     *,
@@ -69,12 +90,11 @@ def node_report(
     IngestNode.objects.filter(pk=node.pk).update(**heartbeat)
     if node.lost_at is not None:
         logger.info("node %s reports again after being lost", node.name)
-    # Lock order (streams.sessions): the node (the heartbeat above), then the streams live
-    # here, before their sessions, relays and pulls are written. A user's change to one of
-    # them (the stream locked, then its pull, then its session ended) waits for this report,
-    # or this report for it; never each for the other.
-    live_here = Stream.objects.filter(session__node=node, session__ended_at__isnull=True)
-    list(live_here.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
+    _lock_streams(
+        node,
+        named={*(publishers or []), *(r["streamKey"] for r in recordings or [])},
+        pulled=[r["streamKey"] for r in pulls or []],
+    )
     if publishers is not None:
         stream_sessions.publishers_seen(node=node, keys=publishers)
         # The node runs no relay for a live session whose publisher it no longer lists (missed

@@ -5,6 +5,7 @@ cameras and servers)."""
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +15,7 @@ from rest_framework.test import APIClient
 from agents.models import IngestNode
 from agents.services import node_report
 from rig.api import ApiError
-from streams.models import Pull, Stream
+from streams.models import Pull, Recording, Stream
 from streams.pulls import pull_set, pull_token, pulls_assign, pulls_unassign
 from streams.sessions import publish_start
 from tests.conftest import assert_error, assert_ok
@@ -348,3 +349,40 @@ def test_a_pull_given_to_a_node_while_it_takes_a_publish_commits_without_a_deadl
 
     assert _race(user, publish) == []
     assert Pull.objects.get(stream=alice_stream).node_id == node.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_report_on_a_pull_and_its_recording_waits_for_the_users_change_to_the_stream(
+    alice_client: APIClient, alice_stream: Stream
+) -> None:
+    """A pulled stream whose source dropped (its session over) is returned to push by its user
+    while its node reports the pull and the session's recording. The report waits for the
+    stream before it writes either (the recording's foreign key to the stream is checked at
+    commit, and the user's change deletes the pull). Both finish."""
+    node, token = healthy("puller")
+    assert_ok(set_pull(alice_client, alice_stream, CAMERA), "Stream updated")
+    Pull.objects.update(node=node)
+    key = alice_stream.stream_key
+    assert_ok(form_hook(token, "publish", key, args=f"pull={pull_token(key)}"), "OK")
+    assert_ok(form_hook(token, "publish_done", key), "OK")
+
+    def user(pause: Callable[[], None]) -> None:
+        with transaction.atomic():
+            stream = Stream.objects.select_for_update().get(pk=alice_stream.pk)
+            pause()
+            pull_set(stream=stream, url=None)
+
+    def report() -> None:
+        now = time.time()
+        recording = {"id": str(uuid.uuid4()), "streamKey": key, "startedAt": now - 30}
+        node_report(
+            node=IngestNode.objects.get(pk=node.pk),
+            streams=[],
+            publishers=[],
+            pulls=[{"streamKey": key, "state": "reconnecting"}],
+            recordings=[{**recording, "endedAt": now, "durationS": 30.0, "state": "done"}],
+        )
+
+    assert _race(user, report) == []
+    assert not Pull.objects.filter(stream=alice_stream).exists()
+    assert Recording.objects.get(stream=alice_stream).duration_s == 30.0

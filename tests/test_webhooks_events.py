@@ -205,7 +205,7 @@ def test_report_costs_one_query_more_when_nothing_changes(
     before = WebhookDelivery.objects.count()
     for relay in relays:  # steady state: no new log lines either
         del relay["newLog"]
-    # node lookup, last_seen_at, the lock on the streams live there, served streams, owned
+    # node lookup, last_seen_at, the lock on the streams it writes for, served streams, owned
     # destinations, previous states, upsert, plus the transaction's savepoint pair
     with django_assert_num_queries(9):
         report(token, alice_stream, *relays)
