@@ -3,8 +3,9 @@ on_publish opens it (publish_start), on_publish_done ends it (publish_end); so d
 deactivation or deletion (streams.services), a publisher its node no longer lists, and a lost
 node (publishers_seen, sessions_end_on_lost_node); a lost node that comes back with the same
 publisher resumes it. Lock order everywhere: node, then stream (whose row guards its pull,
-sessions and relays); the node's status report locks the streams live there first
-(agents.services.node_report).
+sessions, relays and recordings); the node's status report locks every stream it writes for
+first (agents.services._lock_streams). A node's row is locked FOR NO KEY UPDATE: the check a
+foreign key to the node makes at commit (a pull given to it) does not wait on a publish there.
 
 When a live stream's desired fan-out changes, its node is nudged after commit
 (agents.tasks.node_nudge); the agent then reconciles from /agents/streams, so a lost nudge only
