@@ -109,15 +109,15 @@ def insert_pointed_to(row: Model, *, by: Model, field: str, using: str = "defaul
     elsewhere. ``row``'s primary key is made in Python (a UUID default); ``by`` is saved only
     in that one column, as ``save(update_fields=[field])`` would."""
     connection = connections[using]
-    fields = row._meta.concrete_fields
-    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
-    pointer, key_field = by._meta.get_field(field), by._meta.pk
-    assert isinstance(pointer, ForeignKey) and key_field is not None
     if connection.vendor != "postgresql":
         row.save(force_insert=True, using=using)
         setattr(by, field, row)
         by.save(update_fields=[field], using=using)
         return
+    fields = row._meta.concrete_fields
+    values = [f.get_db_prep_save(f.pre_save(row, add=True), connection) for f in fields]
+    pointer, key_field = by._meta.get_field(field), by._meta.pk
+    assert isinstance(pointer, ForeignKey) and key_field is not None
     name = connection.ops.quote_name
     table, target = name(row._meta.db_table), name(by._meta.db_table)
     columns, slots = ", ".join(name(_column(f)) for f in fields), ", ".join(["%s"] * len(fields))
@@ -127,7 +127,7 @@ def insert_pointed_to(row: Model, *, by: Model, field: str, using: str = "defaul
         f"WITH inserted AS (INSERT INTO {table} ({columns}) VALUES ({slots}))"  # noqa: S608
         f" UPDATE {target} SET {link} = %s WHERE {key} = %s"
     )
-    pk = row._meta.pk.get_db_prep_save(row.pk, connection)
+    pk = values[fields.index(row._meta.pk)]  # as prepared for the INSERT
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, pk, key_field.get_db_prep_save(by.pk, connection)])
     row._state.adding, row._state.db = False, using
