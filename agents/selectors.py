@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from agents.models import TOKEN_PREFIX, IngestNode, token_hash
 from rig.api import int_id, not_found
-from rig.queries import CompiledQuery, columns, instance
+from rig.queries import CompiledQuery, UnflushedCommit, columns, instance
 from streams.destinations import fields_of_columns
 from streams.models import Session, Stream
 from streams.recordings import owners_over_quota
@@ -33,19 +33,22 @@ _DESTINATION = [
 _DESTINATIONS = [f"destinations__{name}" for name in _DESTINATION]
 
 
-def _node_by_token_hash(*, lock: bool) -> CompiledQuery:
+def _node_by_token_hash(*, publish: bool) -> CompiledQuery:
     def build(digest: str) -> QuerySet:
-        # FOR NO KEY UPDATE: it serializes the node's publishes (and its heartbeat's UPDATE) but
-        # not the check a foreign key to the node makes at commit, which a transaction holding
-        # a stream makes when it gives the stream's pull to the node (against the lock order).
-        nodes = IngestNode.objects.select_for_update(no_key=True) if lock else IngestNode.objects
+        nodes = IngestNode.objects.filter(token_hash=digest)
+        if publish:
+            # FOR NO KEY UPDATE: it serializes the node's publishes (and its heartbeat's UPDATE)
+            # but not the check a foreign key to the node makes at commit, which a transaction
+            # holding a stream makes when it gives the stream's pull to the node (against the
+            # lock order). The publish's transaction commits without waiting for the WAL flush.
+            nodes = nodes.select_for_update(no_key=True).annotate(unflushed=UnflushedCommit())
         # A token's hash is unique: no ordering (the model's, by name, would sort for nothing).
-        return nodes.filter(token_hash=digest).values_list(*_NODE).order_by()[:1]
+        return nodes.values_list(*_NODE, *(["unflushed"] if publish else [])).order_by()[:1]
 
     return CompiledQuery(build, digest="\x1fplaceholder-token-hash")
 
 
-_node_by_token, _node_by_token_locked = (_node_by_token_hash(lock=lock) for lock in (False, True))
+_node_by_token, _node_to_publish = (_node_by_token_hash(publish=p) for p in (False, True))
 
 _stream_destinations = CompiledQuery(
     lambda key: (
@@ -82,15 +85,15 @@ def _token_digest(token: str) -> str | None:
     return token_hash(token)
 
 
-def node_by_token(*, token: str, for_update: bool = False) -> IngestNode | None:
-    """The node whose token this is, or None. ``for_update`` locks its row (in a transaction):
-    the row serializes the node's publishes (streams.sessions.publish_start)."""
+def node_by_token(*, token: str, publish: bool = False) -> IngestNode | None:
+    """The node whose token this is, or None. ``publish``: read as a publish's first statement,
+    which locks the node's row (in a transaction: the row serializes the node's publishes,
+    streams.sessions.publish_start) and lets the transaction commit unflushed (UnflushedCommit)."""
     digest = _token_digest(token)
     if digest is None:
         return None
-    query = _node_by_token_locked if for_update else _node_by_token
-    rows = query.rows(digest=digest)
-    return instance(IngestNode, _NODE, rows[0]) if rows else None
+    rows = (_node_to_publish if publish else _node_by_token).rows(digest=digest)
+    return instance(IngestNode, _NODE, rows[0][: len(_NODE)]) if rows else None
 
 
 def node_with_live_streams(*, token: str) -> IngestNode | None:

@@ -32,7 +32,10 @@ def database_from_url(url: str) -> dict[str, Any]:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            "CONN_MAX_AGE": 60,
+            # Kept for the process's life (checked at each request: rig.postgres): a publish
+            # hook on a new connection took 9-12 ms (connecting, a server process with cold
+            # caches) against 3 ms once warm, and reconnecting each minute paid that again.
+            "CONN_MAX_AGE": None,
             "CONN_HEALTH_CHECKS": True,
             # Statements a connection runs often are prepared once, then only executed: half the
             # database's CPU per agent request (bench/api.py). Needs server-side parameters.

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import connections
-from django.db.models import ForeignKey, Model, QuerySet
+from django.db.models import ForeignKey, Func, Model, QuerySet, TextField
 
 M = TypeVar("M", bound=Model)
 
@@ -132,3 +132,23 @@ def insert_pointed_to(row: Model, *, by: Model, field: str, using: str = "defaul
         cursor.execute(sql, [*values, pk, key_field.get_db_prep_save(by.pk, connection)])
     row._state.adding, row._state.db = False, using
     setattr(by, field, row)
+
+
+class UnflushedCommit(Func):
+    """A column whose evaluation lets the rest of its transaction commit without waiting for its
+    WAL to reach the disk: PostgreSQL's ``synchronous_commit = off``, for that one transaction
+    (``set_config(..., is_local => true)``), set by a statement the transaction runs anyway.
+
+    For the publish hook (``agents.selectors.node_by_token``): on these machines a WAL flush
+    takes 0.2 ms at p50 but stalls for 30-50 ms about once in a thousand flushes, and up to
+    0.35 s, and those stalls were the hook's p99 (`make bench-api`). What it risks: if the
+    database server itself crashes in the ~0.6 s (3 x ``wal_writer_delay``) after the commit,
+    the transaction is lost as a whole (never half-kept). A lost publish heals: the node's agent
+    drops a publisher whose session the control plane does not list, and OBS reconnects through
+    a new hook. SQLite (`make up`) commits every transaction this way (synchronous=NORMAL)."""
+
+    template = "set_config('synchronous_commit', 'off', true)"
+    output_field = TextField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[()]]:
+        return "NULL", ()

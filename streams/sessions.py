@@ -112,11 +112,11 @@ def _check_node_admits(node: IngestNode, stream: Stream) -> None:
         )
 
 
-def _hook_node(token: str, *, for_update: bool = False) -> IngestNode:
+def _hook_node(token: str, *, publish: bool = False) -> IngestNode:
     """The node a publish hook came from, by the token in its URL (401 for any other)."""
     from agents.selectors import node_by_token  # agents read streams: avoid the import cycle
 
-    node = node_by_token(token=token, for_update=for_update)
+    node = node_by_token(token=token, publish=publish)
     if node is None:
         raise invalid_credentials()
     return node
@@ -127,7 +127,7 @@ def publish_start(*, token: str, key: str, client_id: str, pull_token: str = "")
     """A publisher at the node with this token: its new session, or a refusal (ApiError)."""
     # The node's row serializes its publishes, so two at once cannot both take the last slot.
     # Lock order everywhere: node, then stream (whose row guards its sessions).
-    node = _hook_node(token, for_update=True)
+    node = _hook_node(token, publish=True)
     stream = stream_by_key_for_update(key=key, node=node)
     if stream is None:
         raise not_found("Stream")

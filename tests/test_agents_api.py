@@ -156,6 +156,37 @@ def test_publish_hook_does_its_work_in_three_queries(node_and_token, alice_strea
     assert detail.node_name == "node1" and detail.ended_at is None and detail.publisher_missed == 0
 
 
+@pytest.mark.django_db(transaction=True)
+def test_only_the_publish_commits_without_waiting_for_the_disk(
+    node_and_token, alice_stream: Stream
+) -> None:
+    """The publish's transaction commits without waiting for its WAL flush (rig.queries.
+    UnflushedCommit: a stalled flush was the hook's p99); the setting ends with it, so the
+    publish_done and every other transaction on the connection still wait for the disk."""
+    _, token = node_and_token
+    seen: dict[str, str] = {}
+
+    def note_commit_mode(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if "current_setting" in sql:  # the wrapper's own question
+            return result
+        with connection.cursor() as cursor:  # as the transaction then stands
+            cursor.execute("SELECT current_setting('synchronous_commit')")
+            seen[sql.split()[0]] = cursor.fetchone()[0]
+        return result
+
+    with connection.execute_wrapper(note_commit_mode):
+        assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
+        assert seen == {"SELECT": "off", "WITH": "off"}  # the node's read, the stream's, the insert
+        seen.clear()
+        assert_ok(form_hook(token, "publish_done", alice_stream.stream_key), "OK")
+        assert set(seen.values()) == {"on"}
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    assert alice_stream.sessions.get().end_reason == "publisher disconnected"
+
+
 def test_publish_refusals(node_and_token, alice: User) -> None:
     _, token = node_and_token
     assert_error(form_hook(token, "publish", "unknown-key"), 404, 1000)
