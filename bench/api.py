@@ -13,6 +13,10 @@ destinations; then for each gunicorn layout a production-like server (DEBUG=0, a
   API's kept connections are in operation (rig.env); the slowest of those is printed as `cold`
   (a first publish: the process's compiled queries, a new connection).
 
+Each row also prints `steal`: the share of the machine's CPU time its host kept for others
+meanwhile (/proc/stat), which these shared machines show at times: a run with steal is slower for
+reasons outside rig.
+
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNECTIONS (16).
 """
@@ -109,6 +113,10 @@ def prepare() -> tuple[str, str]:
     _manage("node_create", "bench-node", "--token-file", str(token_file))
     token = token_file.read_text().strip()
     stream_key = _manage("shell", "-c", SETUP.replace("TOKEN", repr(token))).splitlines()[-1]
+    # Earlier runs' publishes leave dead row versions (a stream's row is rewritten at each one)
+    # and these machines' Postgres runs without autovacuum: cleaned as autovacuum would.
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
     return token, stream_key
 
 
@@ -150,17 +158,30 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
+def _cpu_times() -> list[int]:
+    """The machine's CPU time so far: user, nice, system, idle, iowait, irq, softirq, steal."""
+    return [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _steal_percent(before: list[int], after: list[int]) -> float:
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return 100 * spent[7] / max(1, sum(spent))
+
+
 def wrk(url: str, token: str | None) -> dict[str, float]:
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "--latency", url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    before = _cpu_times()
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    steal = _steal_percent(before, _cpu_times())
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "non2xx": float(errors.group(1)) if errors else 0.0,
+        "steal": steal,
     }
 
 
@@ -174,6 +195,8 @@ def publish_hooks(base: str, token: str, key: str) -> dict[str, float]:
     measured publishes' view time and of their whole request, and the slowest warm-up view."""
     view, http = [], []
     for n in range(HOOK_WARMUP + HOOK_PUBLISHES):
+        if n == HOOK_WARMUP:
+            before = _cpu_times()
         for event in ("publish", "publish_done"):
             form = f"app=live&name={key}&clientid={n}&call={event}".encode()
             started = time.perf_counter()
@@ -192,6 +215,7 @@ def publish_hooks(base: str, token: str, key: str) -> dict[str, float]:
         "view p99": _percentile(view, 0.99),
         "http p50": _percentile(http, 0.5),
         "http p99": _percentile(http, 0.99),
+        "steal %": _steal_percent(before, _cpu_times()),
     }
 
 
@@ -204,6 +228,7 @@ def main() -> None:
     )
     print(
         f"{'layout':34} {'endpoint':22} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}"
+        f" {'steal %':>8}"
     )
     hooks = {}
     rps: dict[str, dict[str, float]] = {}
@@ -229,7 +254,7 @@ def main() -> None:
                 ratio = result["rps"] / healthz["rps"]
                 print(
                     f"{name:34} {endpoint:22} {result['rps']:8.0f} {result['p50']:8.2f} "
-                    f"{result['p99']:8.2f} {ratio:10.2f}"
+                    f"{result['p99']:8.2f} {ratio:10.2f} {result['steal']:8.1f}"
                     + (f"  ({result['non2xx']:.0f} non-2xx!)" if result["non2xx"] else "")
                 )
             hooks[name] = publish_hooks(base, token, stream_key)
