@@ -32,13 +32,24 @@ def database_from_url(url: str) -> dict[str, Any]:
             "PASSWORD": unquote(parts.password or ""),
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
-            # Kept for the process's life (checked at each request: rig.postgres): a publish
-            # hook on a new connection took 9-12 ms (connecting, a server process with cold
-            # caches) against 3 ms once warm, and reconnecting each minute paid that again.
-            "CONN_MAX_AGE": None,
+            # Kept ten minutes (checked at each request: rig.postgres): a publish hook on a new
+            # connection took 9-12 ms (connecting, a server process with cold caches) against
+            # 3 ms once warm, and reconnecting each minute paid that again.
+            "CONN_MAX_AGE": 600,
             "CONN_HEALTH_CHECKS": True,
-            # Statements a connection runs often are prepared once, then only executed: half the
-            # database's CPU per agent request (bench/api.py). Needs server-side parameters.
-            "OPTIONS": {"server_side_binding": True, "prepare_threshold": 5, **options},
+            "OPTIONS": {
+                # Statements a connection runs often are prepared once, then only executed: half
+                # the database's CPU per agent request (bench/api.py). Needs server-side binding.
+                "server_side_binding": True,
+                "prepare_threshold": 5,
+                # TCP keepalives on a kept connection: a NAT or firewall that forgets an idle
+                # connection silently (AWS's NAT after 350 s) sees traffic every 30 s, and a
+                # server that vanished is found within a minute instead of at the next query.
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                **options,
+            },
         }
     raise ValueError(f"DATABASE_URL scheme {parts.scheme!r} is not supported (postgres, sqlite)")

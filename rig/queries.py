@@ -145,7 +145,9 @@ class UnflushedCommit(Func):
     database server itself crashes in the ~0.6 s (3 x ``wal_writer_delay``) after the commit,
     the transaction is lost as a whole (never half-kept). A lost publish heals: the node's agent
     drops a publisher whose session the control plane does not list, and OBS reconnects through
-    a new hook. SQLite (`make up`) commits every transaction this way (synchronous=NORMAL)."""
+    a new hook. SQLite (`make up`) commits every transaction this way (synchronous=NORMAL).
+    Evaluated inside a savepoint, it holds for the outer transaction unless the savepoint is
+    rolled back (no caller nests the hook's transaction)."""
 
     template = "set_config('synchronous_commit', 'off', true)"
     output_field = TextField()

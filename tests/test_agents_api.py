@@ -161,10 +161,10 @@ def test_only_the_publish_commits_without_waiting_for_the_disk(
     node_and_token, alice_stream: Stream
 ) -> None:
     """The publish's transaction commits without waiting for its WAL flush (rig.queries.
-    UnflushedCommit: a stalled flush was the hook's p99); the setting ends with it, so the
-    publish_done and every other transaction on the connection still wait for the disk."""
+    UnflushedCommit: a stalled flush was the hook's p99); the setting ends with it, refused or
+    not, so the publish_done and every other transaction on the connection wait for the disk."""
     _, token = node_and_token
-    seen: dict[str, str] = {}
+    seen: list[tuple[str, str]] = []
 
     def note_commit_mode(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
@@ -172,19 +172,25 @@ def test_only_the_publish_commits_without_waiting_for_the_disk(
             return result
         with connection.cursor() as cursor:  # as the transaction then stands
             cursor.execute("SELECT current_setting('synchronous_commit')")
-            seen[sql.split()[0]] = cursor.fetchone()[0]
+            seen.append((sql.split()[0], cursor.fetchone()[0]))
         return result
+
+    def after() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            return str(cursor.fetchone()[0])
 
     with connection.execute_wrapper(note_commit_mode):
         assert_ok(form_hook(token, "publish", alice_stream.stream_key), "OK")
-        assert seen == {"SELECT": "off", "WITH": "off"}  # the node's read, the stream's, the insert
+        # the node's read, the stream's, the session's insert
+        assert seen == [("SELECT", "off"), ("SELECT", "off"), ("WITH", "off")]
         seen.clear()
         assert_ok(form_hook(token, "publish_done", alice_stream.stream_key), "OK")
-        assert set(seen.values()) == {"on"}
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW synchronous_commit")
-        assert cursor.fetchone()[0] == "on"
+        assert seen and {mode for _, mode in seen} == {"on"}
+    assert after() == "on"
     assert alice_stream.sessions.get().end_reason == "publisher disconnected"
+    assert_error(form_hook(token, "publish", "unknown-key"), 404, 1000)  # read, then refused
+    assert after() == "on"
 
 
 def test_publish_refusals(node_and_token, alice: User) -> None:

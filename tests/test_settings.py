@@ -2,6 +2,7 @@
 environment readers."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -109,9 +110,28 @@ def test_database_urls() -> None:
         "sslmode": "require",
         "server_side_binding": True,
         "prepare_threshold": 5,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
     }
+    assert (pg["CONN_MAX_AGE"], pg["CONN_HEALTH_CHECKS"]) == (600, True)
     behind_pgbouncer = database_from_url("postgres://db.example/rig?prepare_threshold=none")
     assert behind_pgbouncer["OPTIONS"]["prepare_threshold"] is None
     assert database_from_url("sqlite:////tmp/x.db")["NAME"] == "/tmp/x.db"
     with pytest.raises(ValueError, match="mysql"):
         database_from_url("mysql://x/y")
+
+
+@pytest.mark.django_db
+def test_a_kept_database_connection_sends_keepalives() -> None:
+    """Kept connections (CONN_MAX_AGE) carry TCP keepalives: a middlebox that drops idle
+    connections sees traffic, and a server that vanished is found without waiting for a query."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    with socket.socket(fileno=os.dup(connection.connection.pgconn.socket)) as sock:  # a copy
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
