@@ -141,7 +141,7 @@ class UnflushedCommit(Func):
 
     For the publish hook (``agents.selectors.node_by_token``): on these machines a WAL flush
     takes 0.2 ms at p50 but stalls for 30-50 ms about once in a thousand flushes, and up to
-    0.35 s, and those stalls were the hook's p99 (`make bench-api`). What it risks: if the
+    0.44 s, and those stalls were the hook's p99 (`make bench-api`). What it risks: if the
     database server itself crashes in the ~0.6 s (3 x ``wal_writer_delay``) after the commit,
     the transaction is lost as a whole (never half-kept). A lost publish heals: the node's agent
     drops a publisher whose session the control plane does not list, and OBS reconnects through
