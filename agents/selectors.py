@@ -19,7 +19,7 @@ from streams.selectors import STREAM_KEY, live_streams, relays_wanted
 # Every agent request reads its node by token and most read destinations: compiled once
 # (rig.queries). The placeholders are values no real row or key has.
 _NODE = columns(IngestNode)
-# What a Stream Config item reads of a destination (destination_fields, restartSeq).
+# What a Stream Config item reads of a destination: fields_of_columns' arguments, restartSeq.
 _DESTINATION = [
     "id",
     "service",
@@ -110,19 +110,17 @@ def node_with_live_streams(*, token: str) -> IngestNode | None:
     return node
 
 
-def _config_item(columns: dict[str, Any]) -> dict[str, Any]:
+def _config_item(row: list[Any]) -> dict[str, Any]:
+    item = fields_of_columns(*row[:-1])
     # restartSeq changes when the user asks for a restart: the agent then restarts the relay
-    return {**fields_of_columns(**columns), "restartSeq": columns["restart_seq"]}
+    item["restartSeq"] = row[-1]
+    return item
 
 
 def _config_items(rows: list[list[Any]], start: int) -> list[dict[str, Any]]:
-    """Stream Config items from rows whose destination columns begin at ``start`` (a stream
-    without destinations is one row of None there)."""
-    return [
-        _config_item(dict(zip(_DESTINATION, row[start:], strict=True)))
-        for row in rows
-        if row[start] is not None
-    ]
+    """Stream Config items from rows whose destination columns (_DESTINATION) end them, from
+    ``start`` (a stream without destinations is one row of None there)."""
+    return [_config_item(row[start:]) for row in rows if row[start] is not None]
 
 
 def agent_config_for_key(*, key: str) -> list[dict[str, Any]]:

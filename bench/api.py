@@ -47,8 +47,9 @@ HOOK_PUBLISHES = 1000
 HOOK_WARMUP = 100
 HOOK_GAP_S = 0.02
 LAYOUTS = {
-    "2 workers x 4 threads (Procfile)": ["--workers", "2", "--threads", "4"],
-    "4 sync workers": ["--workers", "4"],
+    # deploy/gunicorn.conf.py's: one thread per worker, two workers per core
+    f"{2 * (os.cpu_count() or 1)} workers x 1 thread (Procfile)": [],
+    "2 workers x 4 threads": ["--workers", "2", "--threads", "4"],
 }
 
 SETUP = f"""

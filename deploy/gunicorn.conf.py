@@ -1,4 +1,9 @@
-"""gunicorn hooks shared by `make up` (deploy/Procfile) and the systemd unit.
+"""gunicorn's settings and hooks, shared by `make up` (deploy/Procfile) and the systemd unit.
+
+Workers: one request at a time each (gthread with one thread: idle keep-alive connections wait
+in the worker's poller, not in a thread), two per core (WEB_CONCURRENCY overrides). Threads in one
+worker share its interpreter lock: on 2 cores, 2 workers of 4 threads spent 2.43 ms of CPU per
+GET /agents/streams where 4 workers of one thread spent 2.01 (bench/api.py runs both).
 
 With PROMETHEUS_MULTIPROC_DIR set, every worker writes its in-process metrics (the hook latency
 histogram) to files there and /metrics merges them. Files left by an earlier run would add old
@@ -13,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from gunicorn import util
+
+worker_class = "gthread"
+threads = 1
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
 
 
 def on_starting(server: Any) -> None:

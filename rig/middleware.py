@@ -1,9 +1,14 @@
 """Request guards that must run before any view or parser."""
 
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
 
 from agents.node.protocol import REPORT_MAX_BYTES
 from rig.api import ApiError, ErrorCode
@@ -36,3 +41,30 @@ class BodySizeLimitMiddleware:
                 )
             )
         return self.get_response(request)
+
+
+# Routes only machines call: ingest nodes and their nginx-rtmp hooks, probes, Prometheus.
+MACHINE_PATHS = ("/agents/", "/healthz", "/readyz", "/metrics")
+
+
+class _BrowserOnly(MiddlewareMixin):
+    """A browser's middleware (session, signed-in user, messages), passed by on the machine
+    routes, which authenticate with a token and never carry a browser's cookies. (CSRF's stays
+    on everywhere: Django's deploy check looks for it by name, and DRF's views are exempt.)"""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if request.path_info.startswith(MACHINE_PATHS):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class BrowserSessionMiddleware(_BrowserOnly, SessionMiddleware):
+    pass
+
+
+class BrowserAuthenticationMiddleware(_BrowserOnly, AuthenticationMiddleware):
+    pass
+
+
+class BrowserMessageMiddleware(_BrowserOnly, MessageMiddleware):
+    pass

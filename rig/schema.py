@@ -161,13 +161,13 @@ def _renderer(shape: type[serializers.Serializer]) -> Callable[[Any], Any]:
     for name, field in shape().fields.items():
         if field.source != name or isinstance(field, serializers.SerializerMethodField):
             return lambda data: shape(data).data
-        fields.append((name, field, _field_renderer(field)))
+        fields.append((name, field, _OUTPUT_TYPES.get(type(field)), _field_renderer(field)))
 
     def render(data: Any) -> Any:
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             return shape(data).data
         out = {}
-        for name, field, to_representation in fields:
+        for name, field, output, to_representation in fields:
             value = data.get(name, _MISSING)
             if value is _MISSING:
                 if field.allow_null:
@@ -176,7 +176,10 @@ def _renderer(shape: type[serializers.Serializer]) -> Callable[[Any], Any]:
                     continue
                 else:
                     raise KeyError(f"{shape.__name__} payload lacks {name!r}")
-            out[name] = None if value is None else to_representation(value)
+            if value is None or type(value) is output:
+                out[name] = value
+            else:
+                out[name] = to_representation(value)
         return out
 
     return render
@@ -197,11 +200,7 @@ def _field_renderer(field: serializers.Field) -> Callable[[Any], Any]:
         return lambda items: [child(item) for item in items]
     if isinstance(field, serializers.Serializer):
         return _renderer(type(field))
-    convert = field.to_representation
-    output = _OUTPUT_TYPES.get(type(field))
-    if output is None:
-        return convert
-    return lambda value: value if type(value) is output else convert(value)
+    return field.to_representation
 
 
 def plain_text(

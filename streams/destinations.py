@@ -2,9 +2,12 @@
 
 import re
 import urllib.parse
+from functools import cache
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from rig.ssrf import url_error
 from streams.models import Destination, Service
@@ -16,10 +19,23 @@ KEY_FORMAT = "1-256 characters without whitespace, '/', '?', '#' or control char
 CUSTOM_SCHEMES: dict[str, int | None] = {"rtmp": 1935, "rtmps": 443, "srt": None}
 
 
+@cache
+def _service_bases() -> dict[str, str]:
+    """RIG_SERVICE_INGEST as ingest_base gives it, read once: the agents' poll asks for every
+    destination's (a read of Django's lazy settings costs more than the rest of the URL)."""
+    return {name: str(base).rstrip("/") for name, base in settings.RIG_SERVICE_INGEST.items()}
+
+
+@receiver(setting_changed)
+def _service_ingest_changed(*, setting: str, **_: Any) -> None:
+    if setting == "RIG_SERVICE_INGEST":
+        _service_bases.cache_clear()
+
+
 def ingest_base(service: str, server_url: str = "") -> str:
     if service == Service.CUSTOM:
         return server_url.rstrip("/")
-    return str(settings.RIG_SERVICE_INGEST[service]).rstrip("/")
+    return _service_bases()[service]
 
 
 def rtmp_url(service: str, stream_key: str, server_url: str = "") -> str:
@@ -54,18 +70,17 @@ def service_list() -> list[dict[str, Any]]:
 def destination_fields(destination: Destination) -> dict[str, Any]:
     """What the user's view of a destination and the agent's Stream Config item share."""
     return fields_of_columns(
-        id=destination.pk,
-        service=destination.service,
-        stream_key=destination.stream_key,
-        server_url=destination.server_url,
-        is_active=destination.is_active,
-        is_muted=destination.is_muted,
-        transcode=destination.transcode,
+        destination.pk,
+        destination.service,
+        destination.stream_key,
+        destination.server_url,
+        destination.is_active,
+        destination.is_muted,
+        destination.transcode,
     )
 
 
 def fields_of_columns(
-    *,
     id: int,
     service: str,
     stream_key: str,
@@ -73,10 +88,9 @@ def fields_of_columns(
     is_active: bool,
     is_muted: bool,
     transcode: Any,
-    **_: Any,
 ) -> dict[str, Any]:
-    """``destination_fields`` from a destination's column values (the agent API reads rows, not
-    model instances: building thirty of those was a third of /agents/streams)."""
+    """``destination_fields`` from a destination's column values, in this order (the agent API
+    reads rows, not model instances: building thirty of those was a third of /agents/streams)."""
     return {
         "id": id,
         "service": service,
