@@ -15,7 +15,10 @@ destinations; then for each gunicorn layout a production-like server (DEBUG=0, a
 
 Each row also prints `steal`: the share of the machine's CPU time its host kept for others
 meanwhile (/proc/stat), which these shared machines show at times: a run with steal is slower for
-reasons outside rig.
+reasons outside rig; `CPU ms/req`, the CPU gunicorn's workers and their Postgres backends spent
+per request (steadier than rps); and `busy`, how many workers shared the work: wrk's 16 kept
+connections fall among the workers as they happen to accept them, and a worker that got most of
+them leaves a core idle (rps then falls by a third or more, whatever the code).
 
 Environment: BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/rig_bench),
 BENCH_REDIS_URL (redis://127.0.0.1:6379/13), BENCH_DURATION_S (15), BENCH_CONNECTIONS (16).
@@ -169,20 +172,55 @@ def _steal_percent(before: list[int], after: list[int]) -> float:
     return 100 * spent[7] / max(1, sum(spent))
 
 
-def wrk(url: str, token: str | None) -> dict[str, float]:
+def _process_cpu(pids: list[int]) -> dict[int, int]:
+    """CPU time (user + system, clock ticks) of each process still there."""
+    spent = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        spent[pid] = int(fields[11]) + int(fields[12])
+    return spent
+
+
+def _serving_pids(server: subprocess.Popen) -> tuple[list[int], list[int]]:
+    """(gunicorn's workers, the bench database's Postgres backends)."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
+        backends = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for pid in children], [pid for (pid,) in backends]
+
+
+def wrk(url: str, token: str | None, server: subprocess.Popen) -> dict[str, float]:
+    """wrk's rps and latency, the CPU the server spent per request (its workers and their
+    Postgres backends: steadier than rps, which moves with how wrk's kept connections happened
+    to fall among the workers), and how many workers shared the load."""
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION_S}s", "--latency", url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
-    before = _cpu_times()
+    workers, backends = _serving_pids(server)
+    before, cpu_before = _cpu_times(), _process_cpu(workers + backends)
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     steal = _steal_percent(before, _cpu_times())
+    cpu_after = _process_cpu(workers + backends + _serving_pids(server)[1])
+    spent = {pid: ticks - cpu_before.get(pid, 0) for pid, ticks in cpu_after.items()}
+    by_worker = [spent.get(pid, 0) for pid in workers]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "rps": rps,
         "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "non2xx": float(errors.group(1)) if errors else 0.0,
         "steal": steal,
+        "cpu ms": sum(spent.values()) * tick_ms / max(1.0, rps * DURATION_S),
+        # workers that did at least a fifth of the busiest one's work
+        "busy": float(sum(1 for t in by_worker if t >= 0.2 * max(max(by_worker), 1))),
     }
 
 
@@ -229,7 +267,7 @@ def main() -> None:
     )
     print(
         f"{'layout':34} {'endpoint':22} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs healthz':>10}"
-        f" {'steal %':>8}"
+        f" {'steal %':>8} {'CPU ms/req':>10} {'busy':>5}"
     )
     hooks = {}
     rps: dict[str, dict[str, float]] = {}
@@ -249,13 +287,14 @@ def main() -> None:
                     assert r.status == 200
             healthz = None
             for endpoint, (url, bearer) in endpoints.items():
-                result = wrk(url, bearer)
+                result = wrk(url, bearer, server)
                 rps.setdefault(endpoint, {})[name] = result["rps"]
                 healthz = healthz or result
                 ratio = result["rps"] / healthz["rps"]
                 print(
                     f"{name:34} {endpoint:22} {result['rps']:8.0f} {result['p50']:8.2f} "
                     f"{result['p99']:8.2f} {ratio:10.2f} {result['steal']:8.1f}"
+                    f" {result['cpu ms']:10.2f} {result['busy']:5.0f}"
                     + (f"  ({result['non2xx']:.0f} non-2xx!)" if result["non2xx"] else "")
                 )
             hooks[name] = publish_hooks(base, token, stream_key)

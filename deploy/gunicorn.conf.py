@@ -2,8 +2,9 @@
 
 Workers: one request at a time each (gthread with one thread: idle keep-alive connections wait
 in the worker's poller, not in a thread), two per core (WEB_CONCURRENCY overrides). Threads in one
-worker share its interpreter lock: on 2 cores, 2 workers of 4 threads spent 2.43 ms of CPU per
-GET /agents/streams where 4 workers of one thread spent 2.01 (bench/api.py runs both).
+worker share its interpreter lock: on 2 cores, in paired runs, a worker of one thread spent
+2.0-2.5 ms of CPU (with Postgres) per GET /agents/streams, one of 4 threads 2.4-2.9 (bench/api.py
+runs both layouts).
 
 With PROMETHEUS_MULTIPROC_DIR set, every worker writes its in-process metrics (the hook latency
 histogram) to files there and /metrics merges them. Files left by an earlier run would add old
