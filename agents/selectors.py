@@ -1,6 +1,7 @@
 """Reads for the agent API (a node's live streams, a stream's relay configuration) and the
 operators' view of nodes."""
 
+import inspect
 from datetime import datetime
 from typing import Any
 
@@ -19,17 +20,9 @@ from streams.selectors import STREAM_KEY, live_streams, relays_wanted
 # Every agent request reads its node by token and most read destinations: compiled once
 # (rig.queries). The placeholders are values no real row or key has.
 _NODE = columns(IngestNode)
-# What a Stream Config item reads of a destination: fields_of_columns' arguments, restartSeq.
-_DESTINATION = [
-    "id",
-    "service",
-    "stream_key",
-    "server_url",
-    "is_active",
-    "is_muted",
-    "transcode",
-    "restart_seq",
-]
+# What a Stream Config item reads of a destination, in the order _config_item passes it:
+# fields_of_columns' arguments (their names are the columns), then restartSeq.
+_DESTINATION = [*inspect.signature(fields_of_columns).parameters, "restart_seq"]
 _DESTINATIONS = [f"destinations__{name}" for name in _DESTINATION]
 
 

@@ -53,8 +53,7 @@ HOOK_PUBLISHES = 1000
 HOOK_WARMUP = 100
 HOOK_GAP_S = 0.02
 LAYOUTS = {
-    # deploy/gunicorn.conf.py's: one thread per worker, two workers per core
-    f"{2 * (os.cpu_count() or 1)} workers x 1 thread (Procfile)": [],
+    "1 thread, 2 workers/core (Procfile)": [],  # deploy/gunicorn.conf.py's own
     "2 workers x 4 threads": ["--workers", "2", "--threads", "4"],
 }
 

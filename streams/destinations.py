@@ -70,13 +70,13 @@ def service_list() -> list[dict[str, Any]]:
 def destination_fields(destination: Destination) -> dict[str, Any]:
     """What the user's view of a destination and the agent's Stream Config item share."""
     return fields_of_columns(
-        destination.pk,
-        destination.service,
-        destination.stream_key,
-        destination.server_url,
-        destination.is_active,
-        destination.is_muted,
-        destination.transcode,
+        id=destination.pk,
+        service=destination.service,
+        stream_key=destination.stream_key,
+        server_url=destination.server_url,
+        is_active=destination.is_active,
+        is_muted=destination.is_muted,
+        transcode=destination.transcode,
     )
 
 
