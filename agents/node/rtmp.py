@@ -4,7 +4,7 @@ reads a stream once and writes every destination from one process.
 Why: an ``ffmpeg -c copy`` relay makes about 2,500 system calls a second at 6 Mb/s (its RTMP
 writer sends each 4 KiB chunk and its 1-byte header apart); here each tag (one RTMP message) is
 cut into chunks once, shared by every destination, and a leg's messages go out together when
-its owner flushes (agents.node.fanout: every 100 ms, ten writes a second). The player reads the
+its owner flushes (agents.node.fanout: every 200 ms, five writes a second). The player reads the
 ingest's stream in the same process: no reader process to start when a publisher arrives.
 
 What is spoken (Adobe's RTMP 1.0 specification): the plain handshake (C0/C1/C2), Set Chunk Size
@@ -35,6 +35,10 @@ from typing import Any, cast
 CHUNK_SIZE = 65536
 SEND_BUFFER_BYTES = 256 * 1024
 _READ_BYTES = 1 << 20  # at most this much read at once
+# A type-0 chunk header: basic header and timestamp, size and type (big-endian), then the
+# stream id (little-endian, as RTMP has it).
+_HEADER, _STREAM_ID = struct.Struct(">II"), struct.Struct("<I")
+_SPACED_AFTER_MS = 2000  # a Player reads as bytes arrive for this much of the stream (Player)
 _CLEAN_END_BYTES = 1024 * 1024  # more waiting for a destination than this: it does not read
 _CONTROL_CSID, _COMMAND_CSID, _DATA_CSID, _AUDIO_CSID, _VIDEO_CSID = 2, 3, 4, 6, 7
 AUDIO, VIDEO, DATA = 8, 9, 18  # FLV tag types are RTMP message types
@@ -128,15 +132,10 @@ def chunk_body(csid: int, body: bytes, chunk_size: int = CHUNK_SIZE) -> list[byt
 def message_header(csid: int, timestamp: int, size: int, kind: int, stream_id: int) -> bytes:
     """A type-0 chunk header with an absolute timestamp (from 0xFFFFFF on, in the extended
     field after it)."""
-    extended = timestamp >= 0xFFFFFF
-    return (
-        bytes([csid])
-        + (0xFFFFFF if extended else timestamp).to_bytes(3, "big")
-        + size.to_bytes(3, "big")
-        + bytes([kind])
-        + struct.pack("<I", stream_id)
-        + (struct.pack(">I", timestamp & 0xFFFFFFFF) if extended else b"")
-    )
+    extended = timestamp >= 0xFFFFFF  # every tag to every leg has one of these: few calls
+    head = _HEADER.pack(csid << 24 | min(timestamp, 0xFFFFFF), size << 8 | kind)
+    head += _STREAM_ID.pack(stream_id)
+    return head + struct.pack(">I", timestamp & 0xFFFFFFFF) if extended else head
 
 
 def message(csid: int, kind: int, body: bytes, stream_id: int = 0, timestamp: int = 0) -> bytes:
@@ -423,6 +422,7 @@ class Publisher(_Client):
         # The last tag this leg placed: (its source timestamp, its time on this leg, in ms).
         self._last: tuple[int, int] | None = None
         self._pending: list[bytes] = []  # sent, not yet flushed
+        self._pending_bytes = 0
 
     async def connect(self) -> None:
         await self._open("FMLE/3.0 (compatible; rig)")
@@ -440,7 +440,7 @@ class Publisher(_Client):
 
     @property
     def buffered(self) -> int:
-        return super().buffered + sum(map(len, self._pending))
+        return super().buffered + self._pending_bytes
 
     def start_at(self, timestamp: int) -> None:
         """The source timestamp that is this leg's 0 (its first keyframe's): what was sent
@@ -463,18 +463,20 @@ class Publisher(_Client):
             self._last = (tag.timestamp, placed + delta)
             stamp = (placed + delta) & 0xFFFFFFFF
         head = message_header(tag.csid, stamp, len(tag.body), tag.kind, self.stream_id)
-        chunks = tag.chunks
+        chunks, size = tag.chunks, len(head) + tag.wire_size
         if stamp >= 0xFFFFFF and len(chunks) > 1:  # after 4.6 hours: every chunk carries it
             extended = head[-4:]
             chunks = tuple(c + extended if i % 2 else c for i, c in enumerate(chunks))
+            size += 4 * (len(chunks) // 2)
         self._pending += [head, *chunks]
-        self.bytes_sent += len(head) + sum(map(len, chunks))
+        self._pending_bytes += size
+        self.bytes_sent += size
 
     def flush(self) -> None:
         """Write what ``send`` queued since the last flush, in one write."""
         if self._pending and self._writer is not None and not self.closed.is_set():
             self._writer.writelines(self._pending)
-        self._pending = []
+        self._pending, self._pending_bytes = [], 0
 
     def _goodbye(self) -> None:
         """Say the broadcast ends (FCUnpublish, deleteStream): the platform ends it now, as
@@ -489,9 +491,12 @@ class Player(_Client):
     """Plays one live stream: ``await connect()``; from then on each audio, video and metadata
     message goes to ``on_tag``, and ``on_read`` is called after each read, until ``closed``:
     ``ended`` when the publisher left (as ffmpeg's player ends), ``error`` when the connection
-    broke or nothing came for ``idle`` seconds (ffmpeg's ``-rw_timeout``). Once playing it reads
+    broke or nothing came for ``idle`` seconds (ffmpeg's ``-rw_timeout``). Once it has played
+    the stream's first second (by the stream's clock, from its first keyframe) it reads
     ``every`` so often what arrived meanwhile (its owner writes its legs after each read), not
-    at each of the server's writes: ten wakeups a second instead of a few hundred."""
+    at each of the server's writes: a few wakeups a second instead of a few hundred. Not
+    before: a viewer at a destination starts after its first frames (ffmpeg probes them), which
+    then wait for no interval, nor do the answers to the commands that start playing."""
 
     peer = "source"
 
@@ -511,6 +516,7 @@ class Player(_Client):
         self.on_tag, self.on_read = on_tag, on_read
         self.every, self.idle = every, idle
         self.ended = False
+        self._first_key: int | None = None  # the stream's first keyframe's timestamp
         self._watching: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -520,7 +526,6 @@ class Player(_Client):
         status = await self._status_of("play", 3, self._key, -2000)
         if status.get("level") == "error":
             raise RtmpError(f"play refused: {status.get('code')} {status.get('description')}")
-        self.read_every = self.every  # not before: each answer above would wait for it
         self._watching = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -533,7 +538,14 @@ class Player(_Client):
 
     def _on_media(self, kind: int, timestamp: int, body: bytes) -> None:
         if kind != DATA or body.startswith((_ON_METADATA, _SET_DATA_FRAME)):  # not |RtmpSample…
-            self.on_tag(Tag.of(kind, timestamp, body))
+            tag = Tag.of(kind, timestamp, body)
+            self.on_tag(tag)
+            if self.read_every or kind != VIDEO:  # video's clock only ever goes forward
+                return
+            if self._first_key is None:
+                self._first_key = timestamp if tag.keyframe else None
+            elif (timestamp - self._first_key) & 0xFFFFFFFF >= _SPACED_AFTER_MS:
+                self.read_every = self.every
 
     def _on_read(self) -> None:
         self.on_read()
@@ -565,6 +577,7 @@ class Tag:
     chunks: tuple[bytes, ...]
     keyframe: bool = False
     config: bool = False  # a sequence header (AVC decoder configuration, AAC config)
+    wire_size: int = 0  # the bytes of its chunks
 
     @staticmethod
     def of(kind: int, timestamp: int, body: bytes) -> Tag:
@@ -577,4 +590,5 @@ class Tag:
             (kind == VIDEO and body[0] & 0x0F == 7 and body[1] == 0)
             or (kind == AUDIO and body[0] >> 4 == 10 and body[1] == 0)
         )
-        return Tag(kind, timestamp, body, csid, chunks, keyframe, config)
+        wire_size = sum(map(len, chunks))
+        return Tag(kind, timestamp, body, csid, chunks, keyframe, config, wire_size)

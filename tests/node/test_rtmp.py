@@ -4,9 +4,11 @@ import struct
 
 from agents.node.rtmp import (
     AUDIO,
+    CHUNK_SIZE,
     DATA,
     VIDEO,
     ChunkParser,
+    Player,
     Publisher,
     Tag,
     amf0,
@@ -108,3 +110,32 @@ def test_after_49_7_days_the_clock_wraps_and_legs_count_on_across_it() -> None:
     old = Publisher("rtmp://127.0.0.1/live/key")
     old.start_at(0)  # a leg live for 24.8 days and on: its times keep rising
     assert [stamp(old, 0x7FFFFFF0), stamp(old, 0x80000010)] == [0x7FFFFFF0, 0x80000010]
+
+
+def test_a_leg_counts_the_bytes_it_queued_as_they_go_on_the_wire() -> None:
+    """What a leg reports (bytes the destination took: sent minus still buffered) and when it
+    drops tags (buffered over MAX_BUFFERED) rest on this count; late tags' continuation chunks
+    carry 4 more bytes each."""
+    leg = Publisher("rtmp://127.0.0.1/live/key")
+    leg.start_at(0)
+    frame = b"\x17\x01" + bytes(2 * CHUNK_SIZE)  # three chunks
+    leg.send(Tag.of(VIDEO, 0, frame))
+    leg.send(Tag.of(AUDIO, 21, b"\xaf\x01abc"))
+    leg.send(Tag.of(VIDEO, 0x1000000, frame))  # extended: after 4.6 hours
+    on_the_wire = sum(map(len, leg._pending))
+    assert leg.bytes_sent == leg.buffered == on_the_wire
+    assert on_the_wire == 2 * (12 + len(frame) + 2) + 4 + 2 * 4 + (12 + 5)
+
+
+def test_a_player_spaces_its_reads_after_the_streams_first_two_seconds() -> None:
+    """A viewer at a destination probes the first frames before its first picture: those go
+    out as they arrive; from two seconds of video after the first keyframe on (audio's clock
+    does not count), reads are spaced."""
+    player = Player("rtmp://127.0.0.1/live/key", lambda tag: None, every=0.2)
+    player._on_media(VIDEO, 500, b"\x27\x01a")  # an inter frame before any keyframe
+    player._on_media(VIDEO, 1000, b"\x17\x01a")  # the first keyframe
+    player._on_media(AUDIO, 5000, b"\xaf\x01a")
+    player._on_media(VIDEO, 2999, b"\x27\x01a")
+    assert player.read_every == 0
+    player._on_media(VIDEO, 3000, b"\x27\x01a")
+    assert player.read_every == 0.2

@@ -756,12 +756,17 @@ def test_children_die_with_the_agent(fanout: bool) -> None:
     """The agent dies without shutdown(): PR_SET_PDEATHSIG must take its ffmpeg (or fan-out)
     down.
 
-    The source accepts the connection and never answers, so the relay sits quietly in its RTMP
-    handshake: nothing but the death signal would end it within the 10 s read timeout (it
-    writes nothing, so it cannot die of a broken pipe either).
+    The source and the destination accept the connection and never answer, so the relay sits
+    quietly in its RTMP handshakes: nothing but the death signal would end it within the 10 s
+    read timeout (it writes nothing, so it cannot die of a broken pipe either). A destination
+    that refused would end a fan-out leg's attempt at once, and its pid with it, between polls.
     """
-    with socket.create_server(("127.0.0.1", 0)) as silent:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as silent,
+        socket.create_server(("127.0.0.1", 0)) as deaf,
+    ):
         source = f"rtmp://127.0.0.1:{silent.getsockname()[1]}/live/src"
+        destination = f"rtmp://127.0.0.1:{deaf.getsockname()[1]}/dest/orphan"
         script = f"""
 import os, time
 from pathlib import Path
@@ -769,7 +774,7 @@ from agents.node.relay import RelaySpec
 from agents.node.supervisor import Supervisor
 from tests.node.test_supervisor import add, children, snapshot
 sup = Supervisor(ffmpeg={FFMPEG!r}, private_ok=True, fanout={fanout!r})
-add(sup, RelaySpec("s:d", {source!r}, "rtmp://127.0.0.1:1/dest/orphan"))
+add(sup, RelaySpec("s:d", {source!r}, {destination!r}))
 deadline = time.monotonic() + 10
 while snapshot(sup, "s:d").pid is None and time.monotonic() < deadline:
     time.sleep(0.05)
