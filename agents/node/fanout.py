@@ -47,8 +47,8 @@ MAX_BUFFERED = 4 * 1024 * 1024
 RECONNECT_S = 1.0
 # The source is read this often, and what came is written to each leg in one write: about 15
 # tags a write instead of one (a 30 fps video and 48 kHz AAC make about 77 tags a second), for
-# at most this much delay (a platform's own latency is seconds; the stream's first second is
-# read as it comes: agents.node.rtmp.Player). `make bench`, 10 legs, on 2026-12-01: reading
+# at most this much delay (a platform's own latency is seconds; the stream's first two seconds
+# are read as they come: agents.node.rtmp.Player). `make bench`, 10 legs, on 2026-12-01: reading
 # and writing as each of nginx's writes arrived cost 0.55-0.59 % of a core per leg, every
 # 100 ms 0.23-0.27 %; on 2026-12-02 (another machine) the fan-out process spent 1.13 % of a
 # core for its 10 legs every 100 ms and 0.75-0.85 % every 200 ms.

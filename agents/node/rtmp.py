@@ -492,7 +492,7 @@ class Player(_Client):
     message goes to ``on_tag``, and ``on_read`` is called after each read, until ``closed``:
     ``ended`` when the publisher left (as ffmpeg's player ends), ``error`` when the connection
     broke or nothing came for ``idle`` seconds (ffmpeg's ``-rw_timeout``). Once it has played
-    the stream's first second (by the stream's clock, from its first keyframe) it reads
+    the stream's first two seconds (by the video's clock, from its first keyframe) it reads
     ``every`` so often what arrived meanwhile (its owner writes its legs after each read), not
     at each of the server's writes: a few wakeups a second instead of a few hundred. Not
     before: a viewer at a destination starts after its first frames (ffmpeg probes them), which
@@ -543,7 +543,8 @@ class Player(_Client):
             if self.read_every or kind != VIDEO:  # video's clock only ever goes forward
                 return
             if self._first_key is None:
-                self._first_key = timestamp if tag.keyframe else None
+                if tag.keyframe:
+                    self._first_key = timestamp
             elif (timestamp - self._first_key) & 0xFFFFFFFF >= _SPACED_AFTER_MS:
                 self.read_every = self.every
 
