@@ -7,14 +7,16 @@ the publisher costs nearly nothing) is fanned out to N destinations on a local n
 (b) through the Supervisor as the agent runs it (legs of the stream's fan-out, agents.node.legs:
 one process plays the ingest once and writes every leg) and (c) through `push`
 lines in the ingest nginx. Prints CPU % of one core and memory per leg (every process the legs
-cost, the ingest's extra work included), the ratios to push, and the time until a viewer at a
-destination decodes its first frame, against a publisher pushing there directly; then how soon
-a destination that went away is fed again once it returns, and the goals of issue 14 as a table.
+cost, the ingest's extra work and the agent's CPU included), the ratios to push, and the time
+until a viewer at a destination decodes its first frame, against a publisher pushing there
+directly; then how soon a destination that went away is fed again once it returns, and the
+goals of issue 14 as a table.
 
     .venv/bin/python -m bench.fanout [--legs 1 4 10] [--seconds 20] [--runs 10]
 """
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
@@ -49,11 +51,15 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def measure(pids: list[int], seconds: float) -> tuple[float, float]:
-    """CPU % of one core over the window, and PSS in MiB at its end, summed over pids."""
-    before = sum(cpu_seconds(pid) for pid in pids)
+def measure(pids: list[int], seconds: float, *, agent: bool = False) -> tuple[float, float]:
+    """CPU % of one core over the window, and PSS in MiB at its end, summed over pids. With
+    ``agent``, this process's CPU is counted too (a Supervisor runs in it as in the agent: a
+    thread per relay, reading its reports), not its memory: its heap holds what every earlier
+    run of the bench left."""
+    cpu_pids = [*pids, os.getpid()] if agent else pids
+    before = sum(cpu_seconds(pid) for pid in cpu_pids)
     time.sleep(seconds)
-    after = sum(cpu_seconds(pid) for pid in pids)
+    after = sum(cpu_seconds(pid) for pid in cpu_pids)
     cpu = (after - before) / seconds * 100
     return cpu, sum(pss_kib(pid) for pid in pids) / 1024
 
@@ -161,7 +167,7 @@ def fanout(kind: str, legs: int, source: Path, root: Path, seconds: float) -> tu
             pids += sorted({s.pid for s in states if s.pid})
             # one ffmpeg per leg, or one fan-out process (it plays the stream itself)
             assert len(pids) == 1 + (legs if kind == "rig" else 1), "not every relay is running"
-        return measure(pids, seconds)
+        return measure(pids, seconds, agent=True)
     finally:
         if supervisor is not None:
             supervisor.shutdown()

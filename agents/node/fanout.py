@@ -3,8 +3,9 @@ RTMP(S) destinations (issue 14; `make bench` measures it beside ffmpeg relays an
 
 It plays the ingest's local stream itself (agents.node.rtmp.Player: no reader process, so a
 spare process is ready to play the moment a publisher arrives); each tag is prepared once
-(agents.node.rtmp.Tag: its RTMP chunks) and queued for every leg; every BATCH_S the process
-reads what the source sent meanwhile and writes each leg's queue in one write. A leg that
+(agents.node.rtmp.Tag: its RTMP chunks); every BATCH_S the process reads what the source sent
+meanwhile and writes it to each leg in one write, built once for all the legs in step (those
+that started in the same GOP and keep up: the same bytes, timestamps included). A leg that
 connects mid-stream starts at the last keyframe (metadata, sequence headers, then the tags
 since that keyframe), so its viewers decode at once; a leg whose destination stops reading
 has its tags dropped until it has room again and the next keyframe comes, so it never holds
@@ -57,7 +58,7 @@ BATCH_S = 0.2
 
 REPORT_S = 0.5  # how often a controlled leg's figures go to the agent (ffmpeg's -stats_period)
 
-Report = Callable[[dict[str, Any]], None]
+Report = Callable[..., None]  # events (dicts), written together
 
 
 @dataclass
@@ -84,6 +85,7 @@ class Fanout:
         self._metadata: Tag | None = None
         self._configs: dict[int, Tag] = {}  # by kind: the latest sequence header
         self._gop: list[Tag] = []  # since the last keyframe
+        self._read: list[Tag] = []  # by the last read of the source, for every leg
 
     def add(self, leg_id: str, url: str, *, mute: bool = False, reconnect: bool = True) -> None:
         self.remove(leg_id)
@@ -152,6 +154,8 @@ class Fanout:
             leg.last_video = tag.timestamp
 
     def _dispatch(self, tag: Tag) -> None:
+        """A tag the source sent: kept for legs that start later, and queued for this read's
+        writes (``_flush``)."""
         if tag.kind == DATA:
             self._metadata = tag
         elif tag.config:
@@ -160,39 +164,68 @@ class Fanout:
             self._gop = [tag]
         elif self._gop and tag.kind in (AUDIO, VIDEO):
             self._gop.append(tag)
+        self._read.append(tag)
+
+    def _flush(self) -> None:
+        """What the last read of the source brought, to every leg in one write each. Legs in
+        step (the same last tag placed at the same time of their own clock, on the same stream
+        id, muted alike: legs that started in the same GOP and kept up) are sent the same
+        bytes, built and joined once; a leg catching up or falling behind goes tag by tag."""
+        tags, self._read = self._read, []
+        size = sum(tag.wire_size for tag in tags)
+        built: dict[tuple[Any, ...], tuple[bytes, tuple[int, int] | None, int, int]] = {}
         for leg in self.legs.values():
             publisher = leg.publisher
             if publisher is None or not leg.live:
                 continue
-            if tag.kind == DATA or tag.config:  # small, and what every frame after needs
-                self._send(leg, tag)
-                continue
-            if publisher.buffered > MAX_BUFFERED:
-                leg.waiting_for_key = True
-            if leg.waiting_for_key:
-                if not (tag.keyframe and publisher.buffered <= MAX_BUFFERED // 2):
-                    leg.dropped += 1
-                    continue
-                leg.waiting_for_key = False
-            self._send(leg, tag)
+            if leg.waiting_for_key or publisher.buffered + size > MAX_BUFFERED:
+                for tag in tags:
+                    self._offer(leg, tag)
+            elif tags:
+                step = (publisher.clock, publisher.stream_id, leg.mute)
+                if (batch := built.get(step)) is None:
+                    frames = leg.frames
+                    for tag in tags:
+                        self._send(leg, tag)
+                    data, clock = publisher.batch()
+                    built[step] = (data, clock, leg.frames - frames, leg.last_video)
+                else:
+                    data, clock, frames, last_video = batch
+                    publisher.send_batch(data, clock)
+                    if frames:
+                        leg.frames, leg.last_video = leg.frames + frames, last_video
+            publisher.flush()
 
-    def _flush(self) -> None:
-        """What the last read of the source brought, to every leg in one write each."""
-        for leg in self.legs.values():
-            if leg.publisher is not None:
-                leg.publisher.flush()
+    def _offer(self, leg: Leg, tag: Tag) -> None:
+        """One tag to a leg that may have to drop it: one whose destination took too little of
+        what it was sent, until it has room again and a keyframe comes."""
+        assert leg.publisher is not None
+        if tag.kind == DATA or tag.config:  # small, and what every frame after needs
+            self._send(leg, tag)
+            return
+        if leg.publisher.buffered > MAX_BUFFERED:
+            leg.waiting_for_key = True
+        if leg.waiting_for_key:
+            if not (tag.keyframe and leg.publisher.buffered <= MAX_BUFFERED // 2):
+                leg.dropped += 1
+                return
+            leg.waiting_for_key = False
+        self._send(leg, tag)
 
     async def _report_loop(self, report: Report) -> None:
         """Each connected leg's figures: bytes the destination's socket took, and the video
         frames (and the last one's time) handed to it."""
         while True:
             await asyncio.sleep(REPORT_S)
-            report({})  # alive, even with no leg connected: the agent kills a wedged process
-            for leg_id, leg in list(self.legs.items()):
-                if (publisher := leg.publisher) is not None:
-                    taken = publisher.bytes_sent - publisher.buffered
-                    time_us = leg.last_video * 1000
-                    report({"leg": leg_id, "bytes": taken, "frames": leg.frames, "timeUs": time_us})
+            report(
+                {},  # alive, even with no leg connected: the agent kills a wedged process
+                *(
+                    {"leg": leg_id, "bytes": publisher.bytes_sent - publisher.buffered,
+                     "frames": leg.frames, "timeUs": leg.last_video * 1000}
+                    for leg_id, leg in self.legs.items()
+                    if (publisher := leg.publisher) is not None
+                ),
+            )  # fmt: skip
 
     async def run(self) -> int:
         """Play the source until it ends (the publisher left): 0; 1 when it could not be
@@ -243,8 +276,9 @@ def _reason(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
-def _print(event: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(event) + "\n")
+def _print(*events: dict[str, Any]) -> None:
+    """Events for the agent, a JSON object a line, in one write."""
+    sys.stdout.write("".join(json.dumps(event) + "\n" for event in events))
     sys.stdout.flush()
 
 

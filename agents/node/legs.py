@@ -33,6 +33,9 @@ from agents.node.tcpwatch import PeerReading
 __all__ = ["FanoutProcesses", "LegAttempt", "fans_out"]
 
 _RETIRED_KEPT = 1024
+# The longest a leg's read waits with no report (connecting, or its process wedged): its relay
+# re-checks stalls and liveness this often; orders wake it at once.
+LEG_TICK = 1.0
 IDLE_S = 0.5  # a process with no legs left lives this long: a restarted leg finds it still there
 _ROOT = str(Path(__file__).resolve().parents[2])  # where the agents package is, for the child
 
@@ -58,7 +61,9 @@ class LegAttempt:
     def __init__(self, processes: FanoutProcesses, spec: RelaySpec, secrets: tuple[str, ...]):
         self.secrets = secrets
         self.stalled: str | None = None
-        self.events: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
+        # What the fan-out process said of this leg (None: the process ended), for the relay's
+        # thread: each wakes it, as an order does (``wake``).
+        self._events: queue.SimpleQueue[dict[str, object] | None] = queue.SimpleQueue()
         self._id = f"{spec.relay_id}#{time.monotonic_ns()}"  # this attempt, not the relay
         self._target = spec.target_url
         self._ordered = False
@@ -79,37 +84,54 @@ class LegAttempt:
         return f"joined the stream's fan-out, pid {self.pid}"
 
     def read(self) -> tuple[list[Progress], list[str]] | None:
+        """What came since the last read: it waits for the process's next report (twice a
+        second while connected), an order (``wake``) or ``LEG_TICK``, whichever comes first,
+        so a live leg's thread wakes with its reports, not at every tick as well. None once
+        the leg has ended."""
         if self._ended is not None:
             return None
         progress: list[Progress] = []
         log: list[str] = []
-        deadline = time.monotonic() + TICK
-        while self._ended is None:
-            try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if event is None:  # the fan-out process ended: its source did
-                self._ended = redact(self._process.outcome(), self.secrets)
-            elif "end" in event:
-                self._ended = redact(f"{self._target}: {event['end']}", self.secrets)
-                log.append(f"[error] {self._ended}")
-            elif "log" in event:
-                log.append(redact(str(event["log"]), self.secrets))
-            elif "inode" in event:
-                self._inode = int(str(event["inode"]))
-                log.append("[info] connected to the destination")
-            elif "bytes" in event:
-                progress.append(
-                    Progress(
-                        total_size=int(str(event["bytes"])),
-                        frame=int(str(event["frames"])),
-                        out_time_us=int(str(event["timeUs"])),
-                    )
-                )
-            if time.monotonic() >= deadline:
-                break
+        try:
+            event = self._events.get(timeout=LEG_TICK)
+            while True:  # and whatever else is queued
+                self._take(event, progress, log)
+                event = self._events.get_nowait()
+        except queue.Empty:
+            pass
         return progress, log  # an end shows at the next read
+
+    def put(self, event: dict[str, object] | None) -> None:
+        """What the fan-out process said of this leg (None: it ended)."""
+        self._events.put(event)
+
+    def _take(
+        self, event: dict[str, object] | None, progress: list[Progress], log: list[str]
+    ) -> None:
+        if self._ended is not None:
+            return
+        if event is None:  # the fan-out process ended: its source did
+            self._ended = redact(self._process.outcome(), self.secrets)
+        elif "end" in event:
+            self._ended = redact(f"{self._target}: {event['end']}", self.secrets)
+            log.append(f"[error] {self._ended}")
+        elif "log" in event:
+            log.append(redact(str(event["log"]), self.secrets))
+        elif "inode" in event:
+            self._inode = int(str(event["inode"]))
+            log.append("[info] connected to the destination")
+        elif "bytes" in event:
+            progress.append(
+                Progress(
+                    total_size=int(str(event["bytes"])),
+                    frame=int(str(event["frames"])),
+                    out_time_us=int(str(event["timeUs"])),
+                )
+            )
+
+    def wake(self) -> None:
+        """An order came: the relay's thread reads at once (``{}`` is no event)."""
+        self._events.put({})
 
     def not_reading_for(self, now: float) -> float:
         return self._peer.not_reading_for(now)
@@ -131,6 +153,7 @@ class LegAttempt:
         if self._ended is None:
             self._ended = ""
         self._process.detach(self._id)
+        self.wake()
 
     def wait(self) -> int:
         self._leave()
@@ -253,7 +276,7 @@ class FanoutProcess:
             legs, self._legs = list(self._legs.values()), {}
         self._on_exit(self)
         for leg in legs:
-            leg.events.put(None)
+            leg.put(None)
         with self._orders_lock:  # no order is written to a closed (or reused) descriptor
             self._orders.clear()
             for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
@@ -270,7 +293,7 @@ class FanoutProcess:
             text = redact(line, secrets)
             self._last_line = text
             for leg in legs:
-                leg.events.put({"log": f"[error] source: {self._last_line}"})
+                leg.put({"log": f"[error] source: {self._last_line}"})
             return
         try:
             event = json.loads(line)
@@ -279,7 +302,7 @@ class FanoutProcess:
         with self._lock:
             owner = self._legs.get(str(event.get("leg")))
         if owner is not None:
-            owner.events.put(event)
+            owner.put(event)
 
     def _end_if_idle(self) -> None:
         """End it a while after its last leg left; kill it when it has said nothing for

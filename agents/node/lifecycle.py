@@ -111,13 +111,13 @@ class RelayRunner:
     def stop(self) -> None:
         with self._cond:
             self._want = False
-            self._cond.notify_all()
+            self._wake()
 
     def restart(self) -> None:
         with self._cond:
             if self._want:
                 self._fresh = self._kick = True
-                self._cond.notify_all()
+                self._wake()
                 return
         self.start()
 
@@ -129,8 +129,15 @@ class RelayRunner:
             self.spec = spec
             if self._want:
                 self._fresh = self._kick = True
-                self._cond.notify_all()
+                self._wake()
             return True
+
+    def _wake(self) -> None:
+        """An order: the relay's thread sees it now, waiting out a backoff or reading its
+        attempt (with the lock held)."""
+        self._cond.notify_all()
+        if self._attempt_now is not None:
+            self._attempt_now.wake()
 
     def join(self, timeout: float) -> bool:
         with self._cond:

@@ -197,6 +197,9 @@ class Attempt:
     def kill(self) -> None:
         self.proc.kill()
 
+    def wake(self) -> None:
+        """An order came: ``read`` returns within a tick anyway."""
+
     def read(self) -> tuple[list[Progress], list[str]] | None:
         """What arrived within one tick: progress blocks and log lines (keys redacted), in
         order. None once ffmpeg closed both pipes."""

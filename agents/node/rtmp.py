@@ -35,6 +35,7 @@ from typing import Any, cast
 CHUNK_SIZE = 65536
 SEND_BUFFER_BYTES = 256 * 1024
 _READ_BYTES = 1 << 20  # at most this much read at once
+_SPACED_READ_BYTES = 256 * 1024  # at most this much at once when reads are spaced (Player)
 # A type-0 chunk header: basic header and timestamp, size and type (big-endian), then the
 # stream id (little-endian, as RTMP has it).
 _HEADER, _STREAM_ID = struct.Struct(">II"), struct.Struct("<I")
@@ -167,7 +168,7 @@ class ChunkParser:
         self._streams: dict[int, _Inbound] = {}
         self._pending = bytearray()  # the start of a chunk not yet whole
 
-    def feed(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, int, bytes]]:
         """(type, stream id, timestamp, body) of every message ``data`` completes."""
         self.received += len(data)
         buffer = self._pending
@@ -321,8 +322,23 @@ class _Client:
 
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         acknowledged, window = 0, 0
+        spaced, room = -1, memoryview(b"")  # once reads are spaced: the socket, and room
         try:
-            while data := await reader.read(_READ_BYTES):
+            while True:
+                if spaced < 0:
+                    data: bytes | memoryview = await reader.read(_READ_BYTES)
+                else:  # what came meanwhile waited in the kernel: one wakeup, not dozens
+                    if len(data) < len(room):  # all that had come was read
+                        await asyncio.sleep(self.read_every)
+                    if self._writer is None or self._writer.transport.is_closing():
+                        break  # its descriptor may be another connection's by now
+                    try:
+                        data = room[: os.readv(spaced, [room])]
+                    except BlockingIOError:  # nothing came: wait again
+                        data = room[:0]
+                        continue
+                if not data:
+                    break
                 for kind, _, timestamp, body in self._chunks.feed(data):
                     if kind in (AUDIO, VIDEO, DATA):
                         self._on_media(kind, timestamp, body)
@@ -337,15 +353,23 @@ class _Client:
                 if window and received - acknowledged >= window:
                     self._write(message(_CONTROL_CSID, _ACK, struct.pack(">I", received)))
                     acknowledged = received
-                if self.read_every and self._writer is not None:
-                    # What arrives meanwhile waits in the kernel: one wakeup, not dozens.
-                    transport = cast(asyncio.Transport, self._writer.transport)
-                    transport.pause_reading()
-                    await asyncio.sleep(self.read_every)
-                    transport.resume_reading()
+                if self.read_every and spaced < 0 and len(data) < _READ_BYTES:
+                    spaced = self._stop_reading()  # the stream reader holds nothing more
+                    room = memoryview(bytearray(_SPACED_READ_BYTES if spaced >= 0 else 0))
             self._fail(f"connection closed by the {self.peer}")
         except (OSError, ValueError, IndexError, struct.error) as error:
             self._fail(f"connection closed by the {self.peer} ({type(error).__name__})")
+
+    def _stop_reading(self) -> int:
+        """The transport stops reading: the descriptor of its socket, for reads at our own
+        pace (without the transport's and stream reader's wakeups and copies); -1 over TLS,
+        whose bytes only the transport can read: it goes on reading them as they come."""
+        transport = self._writer.transport if self._writer is not None else None
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None or transport.get_extra_info("sslcontext"):
+            return -1
+        cast(asyncio.ReadTransport, transport).pause_reading()
+        return cast(int, sock.fileno())
 
     def _on_read(self) -> None:
         """What was read has been handled."""
@@ -472,6 +496,26 @@ class Publisher(_Client):
         self._pending_bytes += size
         self.bytes_sent += size
 
+    @property
+    def clock(self) -> tuple[int, int] | None:
+        """The last tag this leg placed: its source timestamp and its time on this leg. With
+        the stream id, what the bytes ``send`` makes of the next tags depend on."""
+        return self._last
+
+    def batch(self) -> tuple[bytes, tuple[int, int] | None]:
+        """What ``send`` queued since the last flush, as one piece, and the clock after it:
+        for ``send_batch`` to a leg whose clock and stream id were the same as this one's."""
+        data = b"".join(self._pending)
+        self._pending = [data]
+        return data, self._last
+
+    def send_batch(self, data: bytes, clock: tuple[int, int] | None) -> None:
+        """Tags another leg's ``batch`` made: as if ``send`` had made them here."""
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self.bytes_sent += len(data)
+        self._last = clock
+
     def flush(self) -> None:
         """Write what ``send`` queued since the last flush, in one write."""
         if self._pending and self._writer is not None and not self.closed.is_set():
@@ -494,7 +538,8 @@ class Player(_Client):
     broke or nothing came for ``idle`` seconds (ffmpeg's ``-rw_timeout``). Once it has played
     the stream's first two seconds (by the video's clock, from its first keyframe) it reads
     ``every`` so often what arrived meanwhile (its owner writes its legs after each read), not
-    at each of the server's writes: a few wakeups a second instead of a few hundred. Not
+    at each of the server's writes: a few wakeups a second instead of a few hundred, each one
+    read straight from the socket (not over TLS: a fan-out's source is the local ingest). Not
     before: a viewer at a destination starts after its first frames (ffmpeg probes them), which
     then wait for no interval, nor do the answers to the commands that start playing."""
 
