@@ -7,13 +7,9 @@ import time
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.media.harness import wait_until
+from tests.media.harness import alive, wait_until
 
 KEEPALIVE = str(ROOT / "deploy" / "keepalive.py")
-
-
-def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def test_a_crashed_process_is_started_again(tmp_path: Path) -> None:
@@ -43,4 +39,4 @@ def test_a_stop_reaches_the_process_and_is_not_undone(tmp_path: Path) -> None:
     keeper.send_signal(signal.SIGINT)  # Ctrl-C
     assert keeper.wait(5) == 0
     time.sleep(0.3)
-    assert not _alive(child)
+    assert not alive(child)

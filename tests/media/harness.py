@@ -316,6 +316,19 @@ def relay_pids(stream_key: str, ingest: IngestConfig) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie (killed, not reaped by whoever inherited it) is dead.
+
+    A process that exits between the open and the read of its stat file makes the read
+    fail with ESRCH (ProcessLookupError): it is dead too.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def kill(pid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)

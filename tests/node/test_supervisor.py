@@ -29,7 +29,7 @@ import pytest
 
 from agents.node.relay import RelaySnapshot, RelaySpec, RelayState
 from agents.node.supervisor import Supervisor
-from tests.media.harness import INGEST, Platform, Proxy, free_port, tls_server_context
+from tests.media.harness import INGEST, Platform, Proxy, alive, free_port, tls_server_context
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"
@@ -99,15 +99,6 @@ def wait_state(
         snap = snapshot(sup, relay_id)
         log = "\n".join(snap.log[-15:])
         raise AssertionError(f"{error}\nnow: {snap.as_dict()}\nlog:\n{log}") from None
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs; a zombie (killed, not reaped by whoever inherited it) is dead."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def probe(url: str) -> dict[str, tuple[str, int]]:
