@@ -14,11 +14,12 @@ the others back. A muted leg gets no audio.
 Run by the agent (agents.node.legs), one process per publish session, its source and legs given
 on stdin as JSON lines (``{"source": url}`` first, then ``{"add": id, "url": ..., "mute": false}``
 and ``{"remove": id}``), so no destination's key shows on a command line; it reports on
-stdout (``{"leg": id, "inode": n}`` once connected, ``{"leg": id, "bytes": n, "frames": n,
-"timeUs": n}`` twice a second, ``{"leg": id, "end": why}`` when its connection ends: the agent's
-relay decides whether and when to try again). It exits when the source ends (0), or with 1 and
-why on stderr when it cannot be played or its connection breaks. By hand, legs on
-the command line reconnect by themselves a second after they break:
+stdout (``{"leg": id, "connected": true}``, ``{"leg": id, "bytes": n, "frames": n, "timeUs": n,
+"tcp": [acked, window, queued]}`` twice a second (its socket's figures, which tell the agent
+whether the destination still reads: agents.node.tcpwatch), ``{"leg": id, "end": why}`` when its
+connection ends: the agent's relay decides whether and when to try again). It exits when the
+source ends (0), or with 1 and why on stderr when it cannot be played or its connection breaks.
+By hand, legs on the command line reconnect by themselves a second after they break:
 
     python -m agents.node.fanout rtmp://127.0.0.1:1935/live/KEY rtmp://a/app/k1 rtmps://b/app/k2
     python -m agents.node.fanout --control  # then {"source": ...} and legs on stdin
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.node.rtmp import AUDIO, DATA, VIDEO, Player, Publisher, Tag
+from agents.node.tcpwatch import tcp_figures
 
 # What a leg may have waiting in its socket's buffer before its tags are dropped (4 MiB: five
 # seconds of a 6 Mb/s stream).
@@ -117,7 +119,7 @@ class Fanout:
             else:
                 leg.publisher = publisher
                 if self.report is not None:
-                    self.report({"leg": leg_id, "inode": publisher.inode})
+                    self.report({"leg": leg_id, "connected": True})
                 self._start(leg)
                 await publisher.closed.wait()
                 leg.live, leg.publisher, leg.last_error = False, None, publisher.error
@@ -213,15 +215,16 @@ class Fanout:
         self._send(leg, tag)
 
     async def _report_loop(self, report: Report) -> None:
-        """Each connected leg's figures: bytes the destination's socket took, and the video
-        frames (and the last one's time) handed to it."""
+        """Each connected leg's figures: bytes the destination's socket took, the video frames
+        (and the last one's time) handed to it, and its socket's TCP figures."""
         while True:
             await asyncio.sleep(REPORT_S)
             report(
                 {},  # alive, even with no leg connected: the agent kills a wedged process
                 *(
                     {"leg": leg_id, "bytes": publisher.bytes_sent - publisher.buffered,
-                     "frames": leg.frames, "timeUs": leg.last_video * 1000}
+                     "frames": leg.frames, "timeUs": leg.last_video * 1000,
+                     "tcp": tcp_figures(publisher.socket) if publisher.socket else None}
                     for leg_id, leg in self.legs.items()
                     if (publisher := leg.publisher) is not None
                 ),

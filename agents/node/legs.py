@@ -68,8 +68,7 @@ class LegAttempt:
         self._target = spec.target_url
         self._ordered = False
         self._ended: str | None = None
-        self._inode = 0
-        self._peer = PeerReading(lambda: {self._inode} if self._inode else set())
+        self._peer = PeerReading()  # from the figures its process reports
         self._process = processes.attach(spec, self._id, self)
 
     @property
@@ -117,10 +116,11 @@ class LegAttempt:
             log.append(f"[error] {self._ended}")
         elif "log" in event:
             log.append(redact(str(event["log"]), self.secrets))
-        elif "inode" in event:
-            self._inode = int(str(event["inode"]))
+        elif "connected" in event:
             log.append("[info] connected to the destination")
         elif "bytes" in event:
+            if isinstance(tcp := event.get("tcp"), list) and len(tcp) == 3:
+                self._peer.observe(time.monotonic(), 0, *(int(figure) for figure in tcp))
             progress.append(
                 Progress(
                     total_size=int(str(event["bytes"])),
@@ -263,7 +263,7 @@ class FanoutProcess:
         finally:
             started.set()
         lines = PipeLines(events=self.proc.stdout, log=self.proc.stderr)
-        while (arrived := lines.read(TICK)) is not None:
+        while (arrived := lines.read(self._tick())) is not None:
             with self._orders_lock:
                 self._write_orders()
             for name, line in arrived:
@@ -282,6 +282,14 @@ class FanoutProcess:
             for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
                 if pipe is not None:
                     pipe.close()
+
+    def _tick(self) -> float:
+        """How long its thread waits for a line: a playing process says it is alive twice a
+        second, and a spare has nothing to say; orders its stdin has not taken yet and an
+        idle process's end are looked after more often."""
+        with self._lock:
+            idle = self._idle_since is not None
+        return TICK if idle or self._orders else LEG_TICK
 
     def _on_line(self, line: str, *, is_event: bool) -> None:
         self._heard = time.monotonic()

@@ -270,7 +270,8 @@ class _Client:
         self._status: asyncio.Future[dict[str, Any]] | None = None
         self.closed = asyncio.Event()
         self.error = ""
-        self.inode = 0  # of its TCP socket: how agents.node.tcpwatch finds the connection
+        # Its TCP socket (under TLS too), for figures such as agents.node.tcpwatch.tcp_figures.
+        self.socket: socket.socket | None = None
         self._key = ""
 
     async def _open(self, flash_ver: str) -> None:
@@ -281,8 +282,7 @@ class _Client:
             asyncio.open_connection(host, port, ssl=context, limit=_READ_BYTES), self.timeout
         )
         self._writer = writer
-        if (sock := writer.get_extra_info("socket")) is not None:
-            self.inode = os.fstat(sock.fileno()).st_ino
+        self.socket = writer.get_extra_info("socket")
         await asyncio.wait_for(self._handshake(reader, writer), self.timeout)
         loop = asyncio.get_running_loop()
         self._reading = loop.create_task(self._read_loop(reader))
