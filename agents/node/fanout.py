@@ -15,7 +15,7 @@ Run by the agent (agents.node.legs), one process per publish session, its source
 on stdin as JSON lines (``{"source": url}`` first, then ``{"add": id, "url": ..., "mute": false}``
 and ``{"remove": id}``), so no destination's key shows on a command line; it reports on
 stdout (``{"leg": id, "connected": true}``, ``{"leg": id, "bytes": n, "frames": n, "timeUs": n,
-"tcp": [acked, window, queued]}`` twice a second (its socket's figures, which tell the agent
+"tcp": [acked, window, queued]}`` every second (its socket's figures, which tell the agent
 whether the destination still reads: agents.node.tcpwatch), ``{"leg": id, "end": why}`` when its
 connection ends: the agent's relay decides whether and when to try again). It exits when the
 source ends (0), or with 1 and why on stderr when it cannot be played or its connection breaks.
@@ -48,17 +48,21 @@ from agents.node.tcpwatch import tcp_figures
 # seconds of a 6 Mb/s stream).
 MAX_BUFFERED = 4 * 1024 * 1024
 RECONNECT_S = 1.0
-# The source is read this often, and what came is written to each leg in one write: about 15
+# The source is read this often, and what came is written to each leg in one write: about 23
 # tags a write instead of one (a 30 fps video and 48 kHz AAC make about 77 tags a second), for
-# at most this much delay (a platform's own latency is seconds; the stream's first two seconds
-# are read as they come: agents.node.rtmp.Player). `make bench`, 10 legs, on 2026-12-01: reading
-# and writing as each of nginx's writes arrived cost 0.55-0.59 % of a core per leg, every
-# 100 ms 0.23-0.27 %; on 2026-12-02 (another machine) the fan-out process spent 1.13 % of a
-# core for its 10 legs every 100 ms and 0.75-0.85 % every 200 ms.
-BATCH_S = 0.2
+# at most this much delay (a platform's own latency is seconds; SRS merges a player's writes
+# over 350 ms by default; the stream's first two seconds are read as they come:
+# agents.node.rtmp.Player). `make bench`, 10 legs, on 2026-12-01: reading and writing as each
+# of nginx's writes arrived cost 0.55-0.59 % of a core per leg, every 100 ms 0.23-0.27 %; on
+# 2026-12-02 (another machine) the process spent 1.13 % of a core for its 10 legs every 100 ms
+# and 0.75-0.85 % every 200 ms; on 2026-12-03 0.64-0.68 % every 200 ms, 0.49-0.52 every 300.
+BATCH_S = 0.3
 
 
-REPORT_S = 0.5  # how often a controlled leg's figures go to the agent (ffmpeg's -stats_period)
+# How often a controlled leg's figures go to the agent. Each report wakes the agent's thread
+# of the process and each leg's relay thread, and a wakeup costs 0.1-0.25 ms of CPU on these
+# VMs: every 0.5 s (ffmpeg relays' -stats_period) the agent spent 0.20 % of a core for 10 legs.
+REPORT_S = 1.0
 
 Report = Callable[..., None]  # events (dicts), written together
 

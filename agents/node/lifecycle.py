@@ -33,7 +33,8 @@ __all__ = ["OnChange", "RelayRunner", "RunnerSettings"]
 
 logger = logging.getLogger(__name__)
 
-_RATE_WINDOW = 5  # progress reports (two a second) that bitrate/fps are measured over
+# Progress reports that bitrate/fps are measured over: ffmpeg's come twice a second, a leg's once.
+_RATE_WINDOW = 5
 _CATCH_UP_S = 2.5  # after going live, a connection may still be catching up on the ingest's GOP
 _JITTER = 0.2
 _REFUSED = "now resolves to a private address: not connecting"

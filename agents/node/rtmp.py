@@ -4,8 +4,9 @@ reads a stream once and writes every destination from one process.
 Why: an ``ffmpeg -c copy`` relay makes about 2,500 system calls a second at 6 Mb/s (its RTMP
 writer sends each 4 KiB chunk and its 1-byte header apart); here each tag (one RTMP message) is
 cut into chunks once, shared by every destination, and a leg's messages go out together when
-its owner flushes (agents.node.fanout: every 200 ms, five writes a second). The player reads the
-ingest's stream in the same process: no reader process to start when a publisher arrives.
+its owner flushes (agents.node.fanout: every 300 ms, about three writes a second). The player
+reads the ingest's stream in the same process: no reader process to start when a publisher
+arrives.
 
 What is spoken (Adobe's RTMP 1.0 specification): the plain handshake (C0/C1/C2), Set Chunk Size
 (64 KiB), ``connect`` and ``createStream`` in AMF0; a publisher then ``releaseStream``,

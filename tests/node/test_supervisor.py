@@ -700,7 +700,7 @@ def test_a_leg_changed_muted_or_removed_leaves_the_others_connections_alone(
 def test_a_stopped_fanout_is_killed_and_its_legs_start_again(
     ingest: Ingest, make_fanout_supervisor: Callable[..., Supervisor]
 ) -> None:
-    sup = make_fanout_supervisor(live_window=1.5, stall_timeout=3.0)
+    sup = make_fanout_supervisor(stall_timeout=3.0)  # a leg reports every second
     add(sup, RelaySpec("s1:stall", ingest.source, ingest.dest("fan-stall")))
     pid = wait_state(sup, "s1:stall", RelayState.LIVE, 15).pid
     assert pid is not None

@@ -18,13 +18,13 @@ def from_dump(sender: socket.socket) -> Callable[[], float]:
 
 
 def from_own_figures(sender: socket.socket) -> Callable[[], float]:
-    """As a leg's relay does with what its fan-out reports twice a second."""
+    """As a leg's relay does with what its fan-out reports every second."""
     peer = PeerReading()
     observed = [0.0]
 
     def not_reading_for() -> float:
         now = time.monotonic()
-        if now - observed[0] >= 0.5:
+        if now - observed[0] >= 1.0:
             figures = tcp_figures(sender)
             assert figures is not None
             peer.observe(now, 0, *figures)
