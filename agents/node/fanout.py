@@ -155,7 +155,7 @@ class Fanout:
             return
         assert leg.publisher is not None
         leg.publisher.send(tag)
-        if tag.kind == VIDEO and not tag.config:
+        if tag.kind == VIDEO and not (tag.config or tag.sequence_end):
             leg.frames += 1
             leg.last_video = tag.timestamp
 
@@ -168,6 +168,8 @@ class Fanout:
             self._configs[tag.kind] = tag
         elif tag.keyframe:
             self._gop = [tag]
+        elif tag.sequence_end:  # the publisher's stream ended: a leg joining now gets no frame
+            self._gop = []
         elif self._gop and tag.kind in (AUDIO, VIDEO):
             self._gop.append(tag)
         self._read.append(tag)

@@ -622,9 +622,11 @@ class Tag:
     body: bytes
     csid: int  # the chunk stream its kind goes on
     chunks: tuple[bytes, ...]
-    keyframe: bool = False
+    keyframe: bool = False  # a video frame a decoder can start at
     config: bool = False  # a sequence header (AVC decoder configuration, AAC config)
     wire_size: int = 0  # the bytes of its chunks
+    # AVC's end of sequence: the publisher's stream ends (flagged as a key frame, but no frame)
+    sequence_end: bool = False
 
     @staticmethod
     def of(kind: int, timestamp: int, body: bytes) -> Tag:
@@ -632,10 +634,11 @@ class Tag:
             body = _SET_DATA_FRAME + body  # what a publisher sends for metadata
         csid = {AUDIO: _AUDIO_CSID, VIDEO: _VIDEO_CSID}.get(kind, _DATA_CSID)
         chunks = tuple(chunk_body(csid, body))
-        keyframe = kind == VIDEO and len(body) > 1 and body[0] >> 4 == 1
+        avc = kind == VIDEO and len(body) > 1 and body[0] & 0x0F == 7
+        sequence_end = avc and body[1] == 2
+        keyframe = kind == VIDEO and len(body) > 1 and body[0] >> 4 == 1 and not sequence_end
         config = len(body) > 1 and (
-            (kind == VIDEO and body[0] & 0x0F == 7 and body[1] == 0)
-            or (kind == AUDIO and body[0] >> 4 == 10 and body[1] == 0)
+            (avc and body[1] == 0) or (kind == AUDIO and body[0] >> 4 == 10 and body[1] == 0)
         )
         wire_size = sum(map(len, chunks))
-        return Tag(kind, timestamp, body, csid, chunks, keyframe, config, wire_size)
+        return Tag(kind, timestamp, body, csid, chunks, keyframe, config, wire_size, sequence_end)

@@ -75,7 +75,8 @@ def test_orders_to_a_wedged_process_never_block_the_caller() -> None:
 def test_legs_in_step_share_their_bytes_and_each_keeps_its_own_clock() -> None:
     """Legs that started in the same GOP are written the same bytes (built once); a leg that
     started at a later keyframe, or a muted one, gets its own: every destination's timeline
-    starts at 0 at its first keyframe, and a muted one has no audio."""
+    starts at 0 at its first keyframe, and a muted one has no audio. Once the publisher ends
+    its stream (AVC end of sequence), a leg that joins gets no frame of the old GOP."""
 
     async def scenario() -> dict[str, bytes]:
         fanout = Fanout("rtmp://127.0.0.1:1/live/unused")
@@ -105,6 +106,8 @@ def test_legs_in_step_share_their_bytes_and_each_keeps_its_own_clock() -> None:
         read(Tag.of(VIDEO, 3000, b"\x17\x01key2"))
         await start("late")  # from the second keyframe on
         read(Tag.of(AUDIO, 3010, b"\xaf\x01a"), Tag.of(VIDEO, 3033, b"\x27\x01p"))
+        read(Tag.of(VIDEO, 3066, b"\x17\x02\x00\x00\x00"))  # end of sequence
+        await start("after")  # sequence headers, then nothing until a keyframe
         for leg in fanout.legs.values():
             assert leg.publisher is not None and leg.publisher._writer is not None
             leg.publisher._writer.close()
@@ -127,7 +130,8 @@ def test_legs_in_step_share_their_bytes_and_each_keeps_its_own_clock() -> None:
     v, a = VIDEO, AUDIO
     assert timelines["a"] == [
         (v, 0), (a, 0), (v, 0), (a, 10), (v, 33), (a, 31), (v, 66), (a, 52), (v, 2000),
-        (a, 2010), (v, 2033),
+        (a, 2010), (v, 2033), (v, 2066),
     ]  # fmt: skip
-    assert timelines["muted"] == [(v, 0), (v, 0), (v, 33), (v, 66), (v, 2000), (v, 2033)]
-    assert timelines["late"] == [(v, 0), (a, 0), (v, 0), (a, 10), (v, 33)]
+    assert timelines["muted"] == [(v, 0), (v, 0), (v, 33), (v, 66), (v, 2000), (v, 2033), (v, 2066)]
+    assert timelines["late"] == [(v, 0), (a, 0), (v, 0), (a, 10), (v, 33), (v, 66)]
+    assert timelines["after"] == [(v, 0), (a, 0)]
