@@ -273,7 +273,7 @@ def main() -> None:
             print(
                 f"  {LABELS[kind]:<8} "
                 + " ".join(f"{v:.2f}" for v in values)
-                + f"  (+{min(extra):.2f} to +{max(extra):.2f} s over direct in the same run)"
+                + f"  ({min(extra):+.2f} to {max(extra):+.2f} s over direct in the same run)"
             )
         back, untouched = comeback(source, root)
         print(
@@ -288,7 +288,7 @@ def main() -> None:
              fan_cpu <= 0.3 and (push_cpu < 0.01 or fan_cpu <= 3 * push_cpu)),
             (f"memory per leg at {legs} legs <= 6 MiB", f"{fan_mem:.1f} MiB", fan_mem <= 6),
             (f"first frame <= direct + 0.3 s in each of {args.runs} runs",
-             f"+{min(fan_extra):.2f} to +{max(fan_extra):.2f} s", max(fan_extra) <= 0.3),
+             f"{min(fan_extra):+.2f} to {max(fan_extra):+.2f} s", max(fan_extra) <= 0.3),
             ("a dropped destination back <= 5 s, the others untouched",
              f"{back:.2f} s, others {'untouched' if untouched else 'disturbed'}",
              back <= 5 and untouched),
